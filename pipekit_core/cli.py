@@ -1,0 +1,379 @@
+"""The ``pipekit`` command: run modules without Dagster, inspect definitions and history.
+
+Every error is one clear line on stderr and exit code 1 (130 when cancelled); never a
+traceback (set PIPEKIT_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipekit_core.config import load_settings
+from pipekit_core.errors import PipekitError
+from pipekit_core.secrets import redact
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {redact(message)}", markup=True) if err.is_terminal else print(
+        f"error: {redact(message)}", file=sys.stderr
+    )
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PipekitError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("cancelled", 130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+            if os.environ.get("PIPEKIT_DEBUG"):
+                raise
+            fail(f"unexpected {type(e).__name__}: {e} (set PIPEKIT_DEBUG=1 for a traceback)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def show_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; plain aligned columns (never truncated) when piped."""
+    if sys.stdout.isatty():
+        t = Table(*headers)
+        for r in rows:
+            t.add_row(*r)
+        out.print(t)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for r in [headers, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _engine():  # noqa: ANN202 - lazy import keeps `pipekit --help` fast
+    from pipekit_core.engine import Engine
+
+    return Engine()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pipekit")
+def main() -> None:
+    """pipekit: copy SQL query results between databases (watermarks, staging, merge, hooks).
+
+    Configuration: PIPEKIT_CONFIG, PIPEKIT_DEFS, PIPEKIT_DB, PIPEKIT_SECRETS, PIPEKIT_JRUNNER.
+    """
+
+
+@main.command()
+@handle_errors
+def init() -> None:
+    """Create or upgrade the SQLite repository (PIPEKIT_DB) and load the catalog into it."""
+    from pipekit_core.defs import load_catalog
+    from pipekit_core.repo import Repository
+
+    s = load_settings()
+    repo = Repository(s.database)
+    applied = repo.migrate()
+    msg = f"repository {s.database}: schema version {repo.schema_version()}"
+    msg += f" (applied {', '.join(applied)})" if applied else " (up to date)"
+    print(msg)
+    if s.defs.exists():
+        cat = load_catalog(s.defs)
+        repo.sync_catalog(cat)
+        print(f"catalog: {len(cat.modules)} modules, {len(cat.connections)} connections, {len(cat.groups)} groups from {s.defs}")
+        if cat.problems:
+            print(f"warning: {len(cat.problems)} definition problem(s); run 'pipekit validate'", file=sys.stderr)
+
+
+@main.command()
+@handle_errors
+def validate() -> None:
+    """Check all module definitions; print every problem and exit 1 if there is any."""
+    from pipekit_core.defs import load_catalog
+
+    s = load_settings()
+    cat = load_catalog(s.defs)
+    for p in cat.problems:
+        print(redact(str(p)))
+    if cat.problems:
+        files = len({p.file for p in cat.problems})
+        print(f"{len(cat.problems)} problem(s) in {files} file(s) under {s.defs}", file=sys.stderr)
+        sys.exit(1)
+    print(f"OK: {len(cat.modules)} modules, {len(cat.connections)} connections, {len(cat.groups)} groups in {s.defs}")
+
+
+@main.command(name="list")
+@handle_errors
+def list_cmd() -> None:
+    """Modules with strategy, source, destination, group and last run."""
+    eng = _engine()
+    rows = []
+    for m in eng.catalog.modules.values():
+        last = eng.repo.last_run(m.name)
+        lr = f"{last['status']} {last['started_at'][:19]}" if last else "-"
+        rows.append([m.name, m.strategy, m.source, m.dest, m.dest_table, eng.catalog.group_of(m.name) or "-", "yes" if m.enabled else "no", lr])
+    show_table(["module", "strategy", "source", "dest", "table", "group", "enabled", "last run"], rows)
+    if eng.catalog.problems:
+        print(f"warning: {len(eng.catalog.problems)} definition problem(s); run 'pipekit validate'", file=sys.stderr)
+
+
+def _parse_watermarks(items: tuple[str, ...]) -> dict[str, str]:
+    res: dict[str, str] = {}
+    for it in items:
+        if "=" not in it:
+            raise click.BadParameter(f"{it!r}: expected NAME=VALUE", param_hint="--watermark")
+        k, v = it.split("=", 1)
+        res[k.strip()] = v
+    return res
+
+
+def _print_plan(plan: Any) -> None:
+    print(f"module: {plan.module}   strategy: {plan.strategy}   transport: {plan.transport}")
+    print("\n-- watermarks")
+    if not plan.watermarks:
+        print("(none)")
+    for w in plan.watermarks.values():
+        print(f"{w.name} = {w.value}   ({w.source})")
+    print("\n-- source SQL")
+    print(plan.source_sql.strip())
+    print(f"\n-- staging DDL ({plan.staging_table})")
+    for s in plan.staging_ddl:
+        print(s + ";")
+    if plan.create_table_sql:
+        print(f"\n-- destination {plan.dest_table} does not exist: created in the merge transaction")
+        for s in plan.create_table_sql:
+            print(s + ";")
+    print("\n-- merge SQL (one transaction)")
+    for s in plan.merge_sql:
+        print(s + ";")
+    print("\n-- hooks")
+    if not plan.hooks:
+        print("(none)")
+    for i, h in enumerate(plan.hooks):
+        print(f"#{i + 1} ({h.run_on}): {h.sql.strip()}")
+    for d in plan.drift:
+        print(f"\nwarning: source column {d!r} has no column in the destination; it is not merged")
+
+
+@main.command()
+@click.argument("module")
+@click.option("--full-refresh", is_flag=True, help="Incremental modules behave as full (watermark defaults).")
+@click.option("--watermark", "watermarks", multiple=True, metavar="NAME=VALUE", help="Override a watermark.")
+@handle_errors
+def plan(module: str, full_refresh: bool, watermarks: tuple[str, ...]) -> None:
+    """Dry run: resolved watermarks, final source SQL, staging DDL, merge SQL, hooks. Moves no data."""
+    from pipekit_core.engine import RunOptions
+
+    eng = _engine()
+    opts = RunOptions(dry_run=True, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks))
+    p = eng.new_run(module, opts).plan_only()
+    _print_plan(p)
+
+
+class _Progress:
+    """Live progress: a rich status line on a terminal, plain lines (every few seconds) when piped."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.last_plain = 0.0
+        self.status: Any = None
+
+    def __call__(self, ev: Any) -> None:
+        if ev.kind == "progress":
+            if self.tty:
+                if self.status is None:
+                    self.status = out.status("")
+                    self.status.start()
+                self.status.update(f"{ev.module}: {ev.message}")
+            elif time.monotonic() - self.last_plain >= 2.0:
+                print(f"{ev.module}: {ev.message}", flush=True)
+                self.last_plain = time.monotonic()
+            return
+        self.stop()
+        prefix = "warning: " if ev.kind == "warning" else ""
+        print(f"{ev.module}: {prefix}{ev.message}", flush=True)
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _install_sigterm() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@main.command()
+@click.argument("module", required=False)
+@click.option("--group", "group", help="Run a group's modules in order, stopping at the first failure.")
+@click.option("--dry-run", is_flag=True, help="Resolve and build SQL only; records a dry_run in the run log.")
+@click.option("--full-refresh", is_flag=True, help="Incremental modules behave as full (watermark defaults).")
+@click.option("--watermark", "watermarks", multiple=True, metavar="NAME=VALUE", help="Override a watermark for this run.")
+@click.option("--wait", is_flag=True, help="Wait for the module lock instead of failing at once.")
+@handle_errors
+def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool, watermarks: tuple[str, ...], wait: bool) -> None:
+    """Run a module (or --group) now, with live progress. Exit 0 on success, 1 on failure."""
+    from pipekit_core.engine import RunOptions, run_module
+
+    if bool(module) == bool(group):
+        raise click.UsageError("give a MODULE or --group GROUP (one of them)")
+    _install_sigterm()
+    eng = _engine()
+    opts = RunOptions(
+        dry_run=dry_run, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks), wait=wait
+    )
+    names = [module] if module else list(eng.catalog.group(group).modules)  # type: ignore[arg-type]
+    stop_on_failure = True if module else eng.catalog.group(group).stop_on_failure  # type: ignore[arg-type]
+    progress = _Progress()
+    failed: list[str] = []
+    for name in names:
+        if failed and stop_on_failure:
+            print(f"{name}: skipped (an earlier module of group {group} failed)")
+            continue
+        try:
+            res = run_module(eng, name, opts, progress)
+        except KeyboardInterrupt:
+            progress.stop()
+            fail(f"module '{name}' cancelled; destination rolled back, staging dropped, lock released", 130)
+        except PipekitError as e:
+            progress.stop()
+            failed.append(name)
+            print(f"error: {redact(str(e))}", file=sys.stderr)
+            continue
+        progress.stop()
+        if res.status == "dry_run" and res.plan is not None:
+            _print_plan(res.plan)
+        else:
+            timing = ", ".join(f"{k} {v:.2f}s" for k, v in res.phase_timings.items())
+            print(
+                f"{name}: {res.status}: {res.rows_staged or 0:,} staged, {res.rows_deleted or 0:,} deleted, "
+                f"{res.rows_inserted or 0:,} inserted, {res.row_count if res.row_count is not None else '-'} rows in "
+                f"{res.dest_table} (run {res.run_id}; {timing})"
+            )
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("module", required=False)
+@click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--run-id", type=int, help="Show one run in full (SQL, watermarks, log).")
+@handle_errors
+def history(module: str | None, limit: int, run_id: int | None) -> None:
+    """Recent runs from the repository: status, rows, durations."""
+    from pipekit_core.repo import Repository
+
+    repo = Repository(load_settings().database)
+    if run_id is not None:
+        r = repo.get_run(run_id)
+        if r is None:
+            fail(f"no run {run_id} in {repo.path}")
+        for k, v in r.items():  # type: ignore[union-attr]
+            print(f"{k}: {v}")
+        return
+    rows = repo.history(module, limit)
+    table = []
+    for r in rows:
+        dur = f"{r['duration_s']:.2f}s" if r.get("duration_s") is not None else "-"
+        table.append([
+            str(r["id"]), r["module"], r["status"], r.get("trigger") or "-", (r.get("started_at") or "")[:19], dur,
+            _n(r.get("rows_staged")), _n(r.get("rows_deleted")), _n(r.get("rows_inserted")), _n(r.get("row_count")),
+            (r.get("error") or "").replace("\n", " ")[:100],
+        ])
+    show_table(["run", "module", "status", "trigger", "started (UTC)", "duration", "staged", "deleted", "inserted", "rows", "error"], table)
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+@main.command()
+@click.argument("module")
+@handle_errors
+def unlock(module: str) -> None:
+    """Clear a module's lock (a stale one left by a killed process)."""
+    from pipekit_core.repo import Repository
+
+    repo = Repository(load_settings().database)
+    info = repo.force_unlock(module)
+    print(f"unlocked {module} (was held by {info.owner})" if info else f"{module} was not locked")
+
+
+@main.command()
+@handle_errors
+def doctor() -> None:
+    """Check config, definitions, secrets, repository, transports and every connection."""
+    from pipekit_core.doctor import run_doctor
+
+    ok = run_doctor(print)
+    sys.exit(0 if ok else 1)
+
+
+@main.command(name="demo-data")
+@handle_errors
+def demo_data() -> None:
+    """Create the demo's source database (data/ beside the definitions), or advance it."""
+    from pipekit_core.demo import make_demo_data
+
+    print(make_demo_data(load_settings().defs / "data"))
+
+
+@main.group()
+def secrets() -> None:
+    """Manage the secrets file (PIPEKIT_SECRETS) that $VAR references resolve from."""
+
+
+@secrets.command(name="set")
+@click.argument("key")
+@click.argument("value", required=False)
+@handle_errors
+def secrets_set(key: str, value: str | None) -> None:
+    """Add or replace KEY (prompts, hidden, when VALUE is omitted). New files are created 0600."""
+    from pipekit_core.secrets import Secrets
+
+    s = load_settings()
+    if value is None:
+        value = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True)
+    Secrets(s.secrets).set(key, value)
+    print(f"set {key} in {s.secrets}")
+
+
+@secrets.command(name="list")
+@handle_errors
+def secrets_list() -> None:
+    """List the keys in the secrets file (never the values)."""
+    from pipekit_core.secrets import Secrets
+
+    s = load_settings()
+    sec = Secrets(s.secrets)
+    if not s.secrets.exists():
+        print(f"no secrets file at {s.secrets}")
+        return
+    for k in sec.keys():
+        print(k)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

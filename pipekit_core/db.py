@@ -1,0 +1,233 @@
+"""Native database connections: JDBC URL parsing and one small wrapper per driver.
+
+Connections are defined with JDBC URLs (as the original pipekit stores them). The native
+transport and every destination-side statement (staging DDL, merge, hooks) go through
+:class:`NativeDB`, which hides the differences between psycopg 3 and sqlite3 that the engine
+cares about: transactions, cancellation and a few catalog questions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pipekit_core.sql.dialects import Dialect, TableName, get_dialect
+
+from pipekit_core.errors import ConfigError, TransientError, TransportError
+from pipekit_core.models import Connection
+from pipekit_core.secrets import redact
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A connection with its secrets resolved. Never log ``password``."""
+
+    conn: Connection
+    user: str | None
+    password: str | None
+
+    @property
+    def name(self) -> str:
+        return self.conn.name
+
+    @property
+    def kind(self) -> str:
+        return self.conn.kind
+
+    @property
+    def dialect(self) -> Dialect:
+        return get_dialect(self.kind)
+
+    def sqlite_path(self) -> Path:
+        url = self.conn.url.strip()
+        for prefix in ("jdbc:sqlite:", "sqlite:///", "sqlite:"):
+            if url.lower().startswith(prefix):
+                raw = url[len(prefix):]
+                break
+        else:  # pragma: no cover - kind says sqlite
+            raise ConfigError(f"connection '{self.name}': not a SQLite URL")
+        raw = raw.split("?", 1)[0]
+        if raw in ("", ":memory:"):
+            raise ConfigError(f"connection '{self.name}': an in-memory SQLite database cannot be shared; give a file path")
+        p = Path(raw).expanduser()
+        if not p.is_absolute():
+            p = Path(self.conn.base_dir or ".") / p
+        return p
+
+    def pg_params(self) -> dict[str, Any]:
+        """psycopg.connect() keyword arguments from a jdbc:postgresql:// or postgresql:// URL."""
+        url = self.conn.url.strip()
+        if url.lower().startswith("jdbc:"):
+            url = url[5:]
+        parts = urlsplit(url)
+        params: dict[str, Any] = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        }
+        for k, v in parse_qsl(parts.query):
+            kl = k.lower()
+            if kl in ("user", "password"):
+                params[kl] = v
+            elif kl in ("sslmode", "connect_timeout", "application_name"):
+                params[kl] = v
+            elif kl == "currentschema":
+                params["options_schema"] = v
+        if parts.username:
+            params["user"] = unquote(parts.username)
+        if parts.password:
+            params["password"] = unquote(parts.password)
+        if self.user:
+            params["user"] = self.user
+        if self.password is not None:
+            params["password"] = self.password
+        params.setdefault("connect_timeout", 10)
+        return params
+
+    def safe_url(self) -> str:
+        return redact(self.conn.url)
+
+
+class NativeDB:
+    """An open native connection: psycopg 3 for PostgreSQL, sqlite3 for SQLite.
+
+    Transactions are explicit (:meth:`transaction`); outside them PostgreSQL runs in autocommit.
+    Every PostgreSQL session uses ``TimeZone=UTC``.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, application: str = "pipekit") -> None:
+        self.endpoint = endpoint
+        self.kind = endpoint.kind
+        self.dialect = endpoint.dialect
+        self.raw: Any
+        if self.kind == "postgresql":
+            import psycopg
+
+            params = endpoint.pg_params()
+            schema = params.pop("options_schema", None)
+            options = "-c TimeZone=UTC"
+            if schema:
+                options += f" -c search_path={schema}"
+            try:
+                self.raw = psycopg.connect(autocommit=True, options=options, application_name=application, **params)
+            except psycopg.OperationalError as e:
+                raise TransientError(
+                    f"connection '{endpoint.name}' ({endpoint.safe_url()}): cannot connect: {redact(str(e).strip())}"
+                ) from None
+        elif self.kind == "sqlite":
+            path = endpoint.sqlite_path()
+            if not path.parent.exists():
+                raise ConfigError(f"connection '{endpoint.name}': folder {path.parent} does not exist")
+            self.raw = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
+            self.raw.execute("PRAGMA busy_timeout = 60000")
+        else:
+            raise TransportError(
+                f"connection '{endpoint.name}': no native driver for '{self.kind}' databases; "
+                "use transport: jrunner for this source"
+            )
+        self._in_tx = False
+
+    # -- basics ---------------------------------------------------------------------------
+    def execute(self, sql: str, params: Any = None) -> int:
+        """Run one statement; returns its row count (-1 when the driver does not know)."""
+        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+        rc = cur.rowcount
+        return int(rc) if rc is not None else -1
+
+    def query(self, sql: str, params: Any = None) -> list[tuple]:
+        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+        return list(cur.fetchall())
+
+    def query_one(self, sql: str, params: Any = None) -> tuple | None:
+        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+        return cur.fetchone()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction; rolled back on any exception, KeyboardInterrupt included."""
+        if self.kind == "postgresql":
+            with self.raw.transaction():
+                self._in_tx = True
+                try:
+                    yield
+                finally:
+                    self._in_tx = False
+        else:
+            self.raw.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.raw.execute("ROLLBACK")
+                raise
+            else:
+                self.raw.execute("COMMIT")
+            finally:
+                self._in_tx = False
+
+    def cancel(self) -> None:
+        """Stop the statement running now (server-side cancel on PostgreSQL). Thread-safe."""
+        with contextlib.suppress(Exception):
+            if self.kind == "postgresql":
+                self.raw.cancel_safe(timeout=5)
+            else:
+                self.raw.interrupt()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+    def __enter__(self) -> NativeDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catalog questions ----------------------------------------------------------------
+    def table_exists(self, t: TableName) -> bool:
+        if self.kind == "postgresql":
+            row = self.query_one("SELECT to_regclass(%s) IS NOT NULL", (self.dialect.table(t),))
+            return bool(row and row[0])
+        row = self.query_one("SELECT 1 FROM sqlite_master WHERE type IN ('table','view') AND name = ?", (t.name,))
+        return row is not None
+
+    def table_columns(self, t: TableName) -> list[tuple[str, str, bool]]:
+        """(name, type, nullable) of a table's columns in order; [] when it does not exist."""
+        if self.kind == "postgresql":
+            rows = self.query(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull "
+                "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 "
+                "AND NOT a.attisdropped ORDER BY a.attnum",
+                (self.dialect.table(t),),
+            )
+            return [(r[0], r[1], bool(r[2])) for r in rows]
+        rows = self.query(f"PRAGMA table_info({self.dialect.quote(t.name)})")
+        # cid, name, type, notnull, dflt, pk
+        return [(r[1], r[2] or "", not r[3] and not r[5]) for r in rows]
+
+    def backend_pid(self) -> int | None:
+        if self.kind == "postgresql":
+            return int(self.raw.info.backend_pid)
+        return None
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Connection-level faults worth a retry (refused, dropped, admin shutdown)."""
+    try:
+        import psycopg
+        from psycopg import errors as pge
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, (pge.AdminShutdown, pge.CannotConnectNow, pge.ConnectionFailure)):
+        return True
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pge.QueryCanceled):
+        return True
+    return False

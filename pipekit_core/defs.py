@@ -1,0 +1,523 @@
+"""Load and validate the module definitions folder (``module_defs/``) into a :class:`Catalog`.
+
+Every ``*.yaml`` / ``*.yml`` file under the folder (recursively, hidden paths skipped) forms one
+namespace of connections, modules and groups. Loading never raises for a definition problem: each
+one becomes a :class:`Problem` naming the file, the line, the module and the field, and the
+object at fault is left out, so one broken module never takes the others down.
+
+Example::
+
+    catalog = load_catalog(Path("module_defs"))
+    for p in catalog.problems:
+        print(p)        # module_defs/erp.yaml:12: module 'orders': field 'strategy': ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pipekit_core.errors import UnknownModuleError
+from pipekit_core.models import PLACEHOLDER_RE, Connection, Group, Module
+
+TOP_LEVEL_KEYS = ("connections", "modules", "groups")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED_NAMES = frozenset({"pipekit_all"})  # `pipekit_all_job` is the job of every module
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One definition problem: where it is (file, 1-based line) and what is wrong."""
+
+    file: str
+    line: int | None
+    module: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        parts = [self.file if self.line is None else f"{self.file}:{self.line}"]
+        if self.module is not None:
+            parts.append(f"module '{self.module}'")
+        if self.field is not None:
+            parts.append(f"field '{self.field}'")
+        return ": ".join(parts + [self.message])
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=3)
+    if close:
+        return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+    return f" (known: {', '.join(known)})" if known and len(known) <= 12 else ""
+
+
+@dataclass
+class Catalog:
+    """Everything the definitions folder defines: valid objects plus the problems found.
+
+    ``modules`` holds only valid modules (enabled or not), files in sorted path order and
+    modules in file order. ``groups`` holds only valid groups; a group's ``modules`` lists the
+    members as written, minus members left out of ``modules`` for problems of their own.
+    """
+
+    defs_dir: Path
+    connections: dict[str, Connection] = field(default_factory=dict)
+    modules: dict[str, Module] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def enabled_modules(self) -> list[Module]:
+        """Valid modules with ``enabled: true``, in catalog order."""
+        return [m for m in self.modules.values() if m.enabled]
+
+    def _get(self, kind: str, table: dict[str, Any], name: str) -> Any:
+        if name in table:
+            return table[name]
+        own = [str(p) for p in self.problems
+               if (p.module == name if kind == "module" else (p.field or "").startswith(f"{kind}s.{name}"))]
+        if own:
+            raise UnknownModuleError(f"{kind} '{name}' is not loaded: its definition has problems:\n" + "\n".join(own))
+        raise UnknownModuleError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}")
+
+    def module(self, name: str) -> Module:
+        """The valid module ``name``; raises UnknownModuleError (with close matches) otherwise."""
+        return self._get("module", self.modules, name)
+
+    def group(self, name: str) -> Group:
+        """The valid group ``name``; raises UnknownModuleError (with close matches) otherwise."""
+        return self._get("group", self.groups, name)
+
+    def group_of(self, module_name: str) -> str | None:
+        """Name of the group that lists ``module_name``, or None."""
+        return next((g.name for g in self.groups.values() if module_name in g.modules), None)
+
+    def connection(self, name: str) -> Connection:
+        """The connection ``name``; raises UnknownModuleError (with close matches) otherwise."""
+        return self._get("connection", self.connections, name)
+
+    def broken_files(self) -> dict[str, list[Problem]]:
+        """Problems grouped by file, for the files that have any."""
+        out: dict[str, list[Problem]] = {}
+        for p in self.problems:
+            out.setdefault(p.file, []).append(p)
+        return out
+
+    def in_dependency_order(self, names: list[str]) -> list[str]:
+        """``names`` reordered so each module comes after its deps in the list; stable otherwise.
+
+        Deps outside ``names`` are ignored; should a cycle remain, its members keep their order.
+        """
+        deps = {n: [d for d in (self.modules[n].deps if n in self.modules else []) if d in names] for n in names}
+        done: list[str] = []
+        pending = list(dict.fromkeys(names))
+        while pending:
+            ready = next((n for n in pending if all(d in done for d in deps[n] if d != n)), pending[0])
+            done.append(ready)
+            pending.remove(ready)
+        return done
+
+
+
+def _line(node: Node | None) -> int | None:
+    return None if node is None else node.start_mark.line + 1
+
+
+def _entry(node: Node | None, key: Any) -> tuple[Node, Node] | None:
+    """(key node, value node) of ``key`` in a mapping node; the last one wins, as in YAML."""
+    if isinstance(node, MappingNode):
+        for k, v in reversed(node.value):
+            if isinstance(k, ScalarNode) and k.value == str(key):
+                return k, v
+    return None
+
+
+def _at(node: Node | None, loc: Iterable[Any]) -> Node | None:
+    """The deepest node along ``loc`` (pydantic error location) that exists."""
+    for part in loc:
+        if isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        elif (kv := _entry(node, part)) is not None:
+            node = kv[1]
+        else:
+            break
+    return node
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _duplicate_keys(node: Node, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str, int, int]]:
+    """(path, key, line, first line) of every key repeated in a mapping, at any depth."""
+    out: list[tuple[tuple[Any, ...], str, int, int]] = []
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                if k.value in seen:
+                    out.append((path, k.value, k.start_mark.line + 1, seen[k.value]))
+                seen.setdefault(k.value, k.start_mark.line + 1)
+                out += _duplicate_keys(v, path + (k.value,))
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicate_keys(item, path + (i,))
+    return out
+
+
+
+@dataclass(eq=False)
+class _Item:
+    """One connection, module or group as found in a file, valid or not."""
+
+    kind: str  # "connection" | "module" | "group"
+    name: str | None
+    file: str
+    base_dir: Path
+    node: Node | None
+    index: int = 0
+    key_line: int | None = None  # line of the name key (connections, groups)
+    model: Any = None
+    ok: bool = True
+
+    @property
+    def line(self) -> int | None:
+        return self.key_line or _line(self.node)
+
+    def field_name(self, loc: Iterable[Any] = ()) -> str | None:
+        rel = _path(loc)
+        prefix = f"{self.kind}s.{self.name}" if self.kind != "module" else (
+            "" if self.name else f"modules[{self.index}]")
+        return ".".join(x for x in (prefix, rel) if x) or None
+
+
+class _Loader:
+    def __init__(self, defs_dir: Path) -> None:
+        self.cat = Catalog(defs_dir=defs_dir)
+        self.items: list[_Item] = []
+
+    def problem(self, file: str, line: int | None, message: str, module: str | None = None,
+                field_: str | None = None) -> None:
+        self.cat.problems.append(Problem(file, line, module, field_, message))
+
+    def fail(self, item: _Item, loc: Iterable[Any], message: str, line: int | None = None) -> None:
+        """Record a problem on ``item`` at ``loc`` (at ``line``, else the line of loc) and reject it."""
+        loc = tuple(loc)
+        item.ok = False
+        if line is None:
+            at = _at(item.node, loc)
+            line = item.line if at is item.node else _line(at)
+        module = item.name if item.kind == "module" else None
+        self.problem(item.file, line, message, module, item.field_name(loc))
+
+    def load_file(self, path: Path) -> None:
+        file = str(path)
+        try:
+            loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+            try:
+                root = loader.get_single_node()
+                dups = _duplicate_keys(root) if root is not None else []
+                data = loader.construct_document(root) if root is not None else None
+            finally:
+                loader.dispose()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+            self.problem(file, mark.line + 1 if mark else None, f"invalid YAML: {msg}")
+            return
+        except Exception as e:  # noqa: BLE001 - OSError, UnicodeDecodeError, odd YAML: all are problems
+            self.problem(file, None, f"cannot read: {e}")
+            return
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            self.problem(file, _line(root), "the top level must be a mapping with keys " + ", ".join(TOP_LEVEL_KEYS))
+            return
+        start = len(self.items)
+        for key, value in data.items():
+            kv = _entry(root, key)
+            if key not in TOP_LEVEL_KEYS:
+                self.problem(file, _line(kv[0] if kv else root),
+                             f"unknown top-level key '{key}'{_did_you_mean(str(key), TOP_LEVEL_KEYS)}")
+            elif value is not None:
+                self.collect(path, str(key), value, kv[1] if kv else None)
+        for dpath, key, line, first in dups:
+            owner = next((it for it in self.items[start:] if len(dpath) > 1 and (
+                (it.kind, it.index) == ("module", dpath[1]) if dpath[0] == "modules"
+                else (it.kind + "s", it.name) == (dpath[0], str(dpath[1])))), None)
+            msg = f"duplicate key '{key}' (first at line {first}); the last one wins in YAML"
+            if owner is None:
+                self.problem(file, line, msg, field_=_path(dpath) or None)
+            else:
+                owner.ok = False
+                module = owner.name if owner.kind == "module" else None
+                self.problem(file, line, msg, module, owner.field_name(dpath[2:] + (key,)))
+
+    def collect(self, path: Path, key: str, value: Any, node: Node | None) -> None:
+        file = str(path)
+        if key == "modules":
+            if not isinstance(value, list):
+                self.problem(file, _line(node), "must be a list of modules (each item starting with '- name:')",
+                             field_="modules")
+                return
+            for i, raw in enumerate(value):
+                name = raw.get("name") if isinstance(raw, dict) else None
+                item = _Item("module", name if isinstance(name, str) else None, file, path.parent,
+                             _at(node, [i]), index=i)
+                self.validate(item, Module, raw)
+            return
+        if not isinstance(value, dict):
+            self.problem(file, _line(node), f"must be a mapping of {key[:-1]} names to definitions", field_=key)
+            return
+        for name, raw in value.items():
+            kind, model = ("connection", Connection) if key == "connections" else ("group", Group)
+            kv = _entry(node, name)
+            item = _Item(kind, str(name), file, path.parent, kv[1] if kv else node,
+                         key_line=_line(kv[0]) if kv else None)
+            self.validate(item, model, raw)
+
+    def validate(self, item: _Item, model: type[BaseModel], raw: Any) -> None:
+        self.items.append(item)
+        try:
+            item.model = model.model_validate(raw)
+        except ValidationError as e:
+            for err in e.errors():
+                self.pydantic_problem(item, model, err)
+
+    def pydantic_problem(self, item: _Item, model: type[BaseModel], err: Any) -> None:
+        loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
+        if kind == "extra_forbidden":
+            kv = _entry(_at(item.node, loc[:-1]), loc[-1])
+            hint = _did_you_mean(str(loc[-1]), _model_at(model, loc[:-1]))
+            self.fail(item, loc[:-1], f"unknown key '{loc[-1]}'{hint}", _line(kv[0]) if kv else None)
+            return
+        if kind == "missing":
+            self.fail(item, loc, f"required key '{loc[-1]}' is missing")
+            return
+        msg = msg.removeprefix("Value error, ")
+        if kind == "value_error" and not loc:
+            head, sep, rest = msg.partition(": ")
+            first = head.split(" / ")[0]
+            if sep and first in model.model_fields:
+                self.fail(item, (first,), rest if " / " not in head else msg)
+                return
+        if kind == "literal_error":
+            msg += f" (got {err.get('input')!r})"
+        elif kind in ("dict_type", "model_type") and not loc:
+            msg = f"a {item.kind} must be a mapping of keys, not {type(err.get('input')).__name__}"
+        self.fail(item, loc, msg)
+
+    def finish(self) -> Catalog:
+        cat = self.cat
+        conns: dict[str, _Item] = {}
+        for it in (i for i in self.items if i.kind == "connection" and i.model is not None):
+            if (first := conns.get(it.name)) is not None:  # type: ignore[arg-type]
+                where = f"{first.file}:{first.line} and {it.file}:{it.line}"
+                for dup, note in ((first, "the first one is used"), (it, "this one is ignored")):
+                    self.problem(dup.file, dup.line, f"connection '{it.name}' is defined twice ({where}); {note}",
+                                 field_=dup.field_name())
+                continue
+            conns[it.name] = it  # type: ignore[index]
+            it.model.name, it.model.base_dir = it.name, str(it.base_dir)
+            cat.connections[it.name] = it.model  # type: ignore[index]
+        modules = [i for i in self.items if i.kind == "module"]
+        defined = {m.name for m in modules if m.name}
+        for name in defined:
+            same = [m for m in modules if m.name == name]
+            where = ", ".join(f"{s.file}:{_line(_at(s.node, ['name']))}" for s in same)
+            for s in same if len(same) > 1 else []:
+                self.fail(s, ["name"], f"module name '{name}' is defined more than once: {where}")
+        parsed = [m for m in modules if m.model is not None]
+        for m in parsed:
+            self.check_module(m, defined)
+        self.check_cycles(parsed)
+        self.check_groups(defined)
+        for m in modules:
+            if m.ok and m.model is not None:
+                m.model.source_file = m.file
+                cat.modules[m.model.name] = m.model
+        for g in self.items:
+            if g.kind == "group" and g.ok and g.model is not None:
+                g.model.name, g.model.source_file = g.name, g.file
+                g.model.modules = [n for n in g.model.modules if n in cat.modules]
+                cat.groups[g.name] = g.model  # type: ignore[index]
+        order = {str(f): i for i, f in enumerate(cat.files)}
+        cat.problems.sort(key=lambda p: (order.get(p.file, -1), p.line or 0))
+        return cat
+
+    def check_module(self, it: _Item, defined: set[str]) -> None:
+        m: Module = it.model
+        conns = self.cat.connections
+        refs: list[tuple[tuple[Any, ...], str | None]] = [(("source",), m.source), (("dest",), m.dest)]
+        refs += [(("watermarks", i, "connection"), w.connection) for i, w in enumerate(m.watermarks)]
+        refs += [(("hooks", i, "connection"), h.connection) for i, h in enumerate(m.hooks)]
+        broken = {c.name: c for c in self.items if c.kind == "connection" and c.model is None}
+        for loc, ref in refs:
+            if ref in broken:
+                self.fail(it, loc, f"connection '{ref}' has problems ({broken[ref].file}:{broken[ref].line})")
+            elif ref is not None and ref not in conns:
+                self.fail(it, loc, f"unknown connection '{ref}'{_did_you_mean(ref, conns)}")
+        src, dst = conns.get(m.source), conns.get(m.dest)
+        if dst is not None and not dst.has_native_driver:
+            self.fail(it, ["dest"],
+                      f"destination-side SQL needs a native driver, and connection '{m.dest}' is {dst.kind}, "
+                      "which has none (native: postgresql, sqlite)")
+        if m.transport == "jrunner":
+            for role, c in (("source", src), ("dest", dst)):
+                if c is not None and c.kind == "sqlite":
+                    self.fail(it, ["transport"], f"jrunner has no SQLite driver ({role} '{c.name}' is "
+                              "SQLite); use transport native or auto")
+        if m.transport == "native":
+            used = [(("source",), src)] + [(("watermarks", i, "connection"), conns.get(w.connection or ""))
+                                           for i, w in enumerate(m.watermarks)]
+            for loc, c in used:
+                if c is not None and not c.has_native_driver:
+                    self.fail(it, ["transport"], f"no native driver for kind {c.kind} (connection '{c.name}', "
+                              f"{_path(loc)}); use transport jrunner or auto")
+        self.read_sql(it)
+        for i, dep in enumerate(m.deps):
+            if dep not in defined:
+                self.fail(it, ["deps", i], f"unknown dep '{dep}'{_did_you_mean(dep, defined)}")
+        if m.schedule is not None and not croniter.is_valid(m.schedule):
+            self.fail(it, ["schedule"], f"'{m.schedule}' is not a valid cron expression")
+        if m.name in _RESERVED_NAMES:  # pipekit_all_job runs every module
+            self.fail(it, ["name"], f"the module name '{m.name}' is reserved")
+        for i, w in enumerate(m.watermarks):
+            if not _IDENT_RE.match(w.name):
+                self.fail(it, ["watermarks", i, "name"], f"watermark name '{w.name}' cannot be a "
+                          "{placeholder}: use letters, digits and underscores, not starting with a digit")
+        targets = [c.target_name for c in m.columns or []]
+        for key in m.merge_key:
+            if m.columns is not None and key not in targets:
+                src_of = {c.source_name: c.target_name for c in m.columns}
+                hint = (f"; merge_key uses destination names: '{src_of[key]}'" if key in src_of
+                        else f"; destination columns: {', '.join(targets)}")
+                self.fail(it, ["merge_key"], f"merge_key column '{key}' is not in columns{hint}")
+
+    def read_sql(self, it: _Item) -> None:
+        m: Module = it.model
+        m.sql = m.query or ""
+        if m.query_file is not None:
+            qpath = it.base_dir / m.query_file  # an absolute query_file stays absolute
+            try:
+                m.sql = qpath.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                reason = "file not found" if isinstance(e, FileNotFoundError) else str(e)
+                return self.fail(it, ["query_file"], f"cannot read query_file '{m.query_file}' ({qpath}): {reason}")
+        qkey = "query" if m.query_file is None else "query_file"
+        qnode = _at(it.node, [qkey])
+        names = {w.name for w in m.watermarks}
+        for match in PLACEHOLDER_RE.finditer(m.sql):
+            if match.group(1) in names:
+                continue
+            line = _line(qnode)
+            if qkey == "query" and isinstance(qnode, ScalarNode) and qnode.style == "|" and line:
+                line += 1 + m.sql.count("\n", 0, match.start())
+            self.fail(it, [qkey], f"the query uses {{{match.group(1)}}} but the module has no watermark "
+                      f"named '{match.group(1)}'", line=line)
+            names.add(match.group(1))  # report each name once
+        used = set(PLACEHOLDER_RE.findall(m.sql))
+        for i, w in enumerate(m.watermarks):
+            if w.name not in used:
+                self.fail(it, ["watermarks", i, "name"], f"watermark '{w.name}' is never used in the query "
+                          f"(no {{{w.name}}} in {qkey})")
+
+    def check_cycles(self, modules: list[_Item]) -> None:
+        items = {m.model.name: m for m in modules}
+        done: set[str] = set()
+        stack: list[str] = []  # the current path of the depth-first walk
+
+        def visit(n: str) -> None:
+            stack.append(n)
+            for d in items[n].model.deps:
+                if d in stack:
+                    cycle = " -> ".join(stack[stack.index(d):] + [d])
+                    for member in stack[stack.index(d):]:
+                        self.fail(items[member], ["deps"], f"deps cycle: {cycle}")
+                elif d in items and d not in done:
+                    visit(d)
+            stack.pop()
+            done.add(n)
+
+        for n in items:
+            if n not in done:
+                visit(n)
+
+    def check_groups(self, defined: set[str]) -> None:
+        member_of: dict[str, _Item] = {}
+        for g in (i for i in self.items if i.kind == "group" and i.model is not None):
+            grp: Group = g.model
+            if not _IDENT_RE.match(g.name or ""):
+                self.fail(g, [], f"group name '{g.name}' must be letters, digits and underscores")
+            elif g.name in defined or g.name in _RESERVED_NAMES:
+                self.fail(g, [], f"group '{g.name}' has the name of a module: their jobs ({g.name}_job) would clash")
+            if not grp.modules:
+                self.fail(g, ["modules"], "a group needs at least one module")
+            if grp.schedule is not None and not croniter.is_valid(grp.schedule):
+                self.fail(g, ["schedule"], f"'{grp.schedule}' is not a valid cron expression")
+            for i, name in enumerate(grp.modules):
+                if name not in defined:
+                    self.fail(g, ["modules", i], f"unknown module '{name}'{_did_you_mean(name, defined)}")
+                elif grp.modules.index(name) != i:
+                    self.fail(g, ["modules", i], f"module '{name}' is listed twice")
+                elif name in member_of:
+                    first = member_of[name]
+                    self.fail(g, ["modules", i], f"module '{name}' is already in group '{first.name}' "
+                              f"({first.file}:{first.line}); a module belongs to at most one group")
+                    self.problem(first.file, first.line, f"module '{name}' is also listed in group "
+                                 f"'{g.name}' ({g.file}:{g.line})", None, first.field_name(["modules"]))
+                else:
+                    member_of[name] = g
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the nested model at ``loc`` (for "did you mean" hints on unknown keys)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        outer = getattr(info.annotation, "__args__", (info.annotation,)) if info else ()
+        nested = [inner for a in outer for inner in getattr(a, "__args__", (a,))]
+        sub = next((a for a in nested if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return []
+        model = sub
+    return [n for n, f in model.model_fields.items() if not f.exclude]
+
+
+def _yaml_files(defs_dir: Path) -> list[Path]:
+    found = [p for p in defs_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+    visible = [p for p in found if not any(part.startswith(".") for part in p.relative_to(defs_dir).parts)]
+    return sorted(visible, key=lambda p: p.relative_to(defs_dir).as_posix())
+
+
+def load_catalog(defs_dir: Path) -> Catalog:
+    """Load every YAML file under ``defs_dir`` into a :class:`Catalog`.
+
+    Never raises for definition problems: they are collected in ``Catalog.problems`` (a missing
+    defs folder is one Problem) and the objects at fault are left out.
+    """
+    defs_dir = Path(defs_dir)
+    loader = _Loader(defs_dir)
+    if not defs_dir.is_dir():
+        what = "is not a folder" if defs_dir.exists() else "does not exist"
+        loader.problem(str(defs_dir), None, f"the module definitions folder {what} (set PIPEKIT_DEFS or "
+                       "'defs' in pipekit.yaml)")
+        return loader.cat
+    loader.cat.files = _yaml_files(defs_dir)
+    for path in loader.cat.files:
+        loader.load_file(path)
+    return loader.finish()

@@ -1,0 +1,777 @@
+"""The engine: one run of one module, phase by phase.
+
+    lock -> resolve watermarks -> render the source query -> learn its columns
+      -> stage (create staging, copy rows) -> merge (one transaction) -> hooks -> run log -> unlock
+
+:class:`ModuleRun` exposes each phase as a method (``start``, ``resolve``, ``stage``, ``merge``,
+``run_hooks``, ``finish``) so that Dagster ops can call them one by one; :meth:`ModuleRun.execute`
+and :func:`run_module` chain them for the CLI. Whatever fails, ``finish`` runs the failure
+hooks, drops staging, writes the run log and releases the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipekit_core import failpoints
+from pipekit_core.config import Settings, load_settings
+from pipekit_core.db import Endpoint, NativeDB, is_transient_db_error
+from pipekit_core.defs import Catalog, load_catalog
+from pipekit_core.errors import (
+    DefinitionError,
+    DuplicateKeyError,
+    EmptySourceError,
+    HookError,
+    LockHeldError,
+    PhaseError,
+    PipekitError,
+    RunCancelled,
+    TransportError,
+    WatermarkError,
+)
+from pipekit_core.models import Hook, Module
+from pipekit_core.repo import LockOwner, Repository
+from pipekit_core.secrets import Secrets, redact
+from pipekit_core.sql.builders import MergeBuilder
+from pipekit_core.sql.dialects import ColumnDef, get_dialect, parse_table_name
+from pipekit_core.sql.types import map_type
+from pipekit_core.transport.base import (
+    CancelScope,
+    SourceColumn,
+    StageRequest,
+    Transport,
+    TransportContext,
+    get_transport,
+)
+from pipekit_core.watermarks import check_value, render_value, substitute
+
+HEARTBEAT_SECONDS = 15.0
+PHASES = ("lock", "resolve", "stage", "merge", "hooks")
+
+
+@dataclass
+class RunOptions:
+    """Options for one run (CLI flags, Dagster's ``pipekit_run`` resource and tags)."""
+
+    dry_run: bool = False
+    full_refresh: bool = False
+    watermark_overrides: dict[str, str] = field(default_factory=dict)
+    trigger: str = "cli"
+    dagster_run_id: str | None = None
+    wait: bool = False
+    wait_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something to show the user: a phase change, progress, a log line or a warning."""
+
+    module: str
+    kind: str  # phase | progress | log | warning
+    message: str
+    phase: str | None = None
+    rows: int | None = None
+    rate: float | None = None
+
+
+EventFn = Callable[[Event], None]
+
+
+@dataclass
+class WatermarkValue:
+    name: str
+    value: str | None
+    source: str  # resolved | default | override | first-run default | full-refresh default
+
+
+@dataclass
+class Plan:
+    """Everything a run will execute, built without writing anything."""
+
+    module: str
+    strategy: str
+    transport: str
+    transport_reason: str
+    watermarks: dict[str, WatermarkValue]
+    source_sql: str
+    source_columns: list[SourceColumn]
+    staging_table: str
+    staging_columns: list[ColumnDef]
+    staging_ddl: list[str]
+    dest_table: str
+    dest_exists: bool
+    create_table_sql: list[str]
+    merge_columns: list[str]
+    merge_sql: list[str]
+    count_sql: str
+    hooks: list[Hook]
+    drift: list[str]  # source columns the destination lacks
+
+    def watermark_values(self) -> dict[str, str | None]:
+        return {k: v.value for k, v in self.watermarks.items()}
+
+    def merge_sql_text(self) -> str:
+        return ";\n".join(self.merge_sql) + ";" if self.merge_sql else ""
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, as written to the run log."""
+
+    module: str
+    run_id: int | None
+    status: str
+    dest_table: str
+    transport: str | None = None
+    rows_read: int | None = None
+    rows_staged: int | None = None
+    rows_deleted: int | None = None
+    rows_inserted: int | None = None
+    row_count: int | None = None
+    watermarks: dict[str, str | None] = field(default_factory=dict)
+    source_sql: str | None = None
+    merge_sql: str | None = None
+    phase_timings: dict[str, float] = field(default_factory=dict)
+    source_columns: list[tuple[str, str]] = field(default_factory=list)
+    dest_columns: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+    failed_phase: str | None = None
+    plan: Plan | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("plan", None)
+        return d
+
+
+class Engine:
+    """Settings, definitions, repository and secrets: what every run needs."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        catalog: Catalog | None = None,
+        repo: Repository | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings or load_settings(env)
+        self.catalog = catalog or load_catalog(self.settings.defs)
+        self.repo = repo or Repository(self.settings.database)
+        self.secrets = Secrets(self.settings.secrets, env)
+
+    def module(self, name: str) -> Module:
+        mod = self.catalog.module(name)  # UnknownModuleError names close matches
+        return mod
+
+    def endpoint(self, conn_name: str) -> Endpoint:
+        conn = self.catalog.connection(conn_name)
+        return Endpoint(
+            conn=conn,
+            user=self.secrets.resolve(conn.user, where=f"connection '{conn_name}' user"),
+            password=self.secrets.resolve(conn.password, where=f"connection '{conn_name}' password"),
+        )
+
+    def choose_transport(self, module: Module) -> tuple[str, str]:
+        """(transport name, why) for a module: its setting, else the global one."""
+        src = self.catalog.connection(module.source)
+        wanted = module.transport or self.settings.transport
+        where = "module setting" if module.transport else "global setting"
+        if wanted == "native":
+            if not src.has_native_driver:
+                raise TransportError(
+                    f"module '{module.name}': source '{src.name}' ({src.kind}) has no native driver; "
+                    "set transport: jrunner (or auto) and configure jrunner"
+                )
+            return "native", f"transport: native ({where})"
+        if wanted == "jrunner":
+            if src.kind == "sqlite":
+                raise TransportError(f"module '{module.name}': jrunner has no SQLite driver; use transport: native")
+            if not self.settings.jrunner:
+                raise TransportError(
+                    f"module '{module.name}': transport jrunner, but jrunner was not found "
+                    f"('{self.settings.jrunner_setting}'); set PIPEKIT_JRUNNER or 'jrunner' in pipekit.yaml"
+                )
+            return "jrunner", f"transport: jrunner ({where})"
+        if src.has_native_driver:
+            return "native", f"auto: source '{src.name}' ({src.kind}) has a native driver"
+        if self.settings.jrunner:
+            return "jrunner", f"auto: source '{src.name}' ({src.kind}) has no native driver; jrunner is configured"
+        raise TransportError(
+            f"module '{module.name}': source '{src.name}' ({src.kind}) has no native driver and jrunner was "
+            f"not found ('{self.settings.jrunner_setting}'); set PIPEKIT_JRUNNER"
+        )
+
+    def new_run(self, module: str, options: RunOptions | None = None, on_event: EventFn | None = None) -> ModuleRun:
+        return ModuleRun(self, module, options or RunOptions(), on_event)
+
+
+class ModuleRun:
+    """One run of one module. Call the phases in order, then ``finish`` (always)."""
+
+    def __init__(self, engine: Engine, module: str, options: RunOptions, on_event: EventFn | None = None) -> None:
+        self.engine = engine
+        self.module = engine.module(module)
+        self.options = options
+        self.on_event = on_event or (lambda e: None)
+        self.cancel = CancelScope()
+        self.run_id: int | None = None
+        self.owner: LockOwner | None = None
+        self.plan_: Plan | None = None
+        self.result = RunResult(module=self.module.name, run_id=None, status="running", dest_table=self.module.dest_table)
+        self.phase = "lock"
+        self.finished = False
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._transport: Transport | None = None
+        self._staging_created = False
+        self._hooks_done: set[int] = set()
+        self._dest_ep: Endpoint | None = None
+        self.dest_table = parse_table_name(self.module.dest_table)
+        dialect = get_dialect(engine.catalog.connection(self.module.dest).kind)
+        self.staging = dialect.staging_table(self.module.name, engine.settings.staging_schema)
+
+    @property
+    def dest_ep(self) -> Endpoint:
+        """The destination with secrets resolved (lazily: a missing secret fails inside the run)."""
+        if self._dest_ep is None:
+            self._dest_ep = self.engine.endpoint(self.module.dest)
+        return self._dest_ep
+
+    # -- events -----------------------------------------------------------------------------
+    def emit(self, kind: str, message: str, **kw: Any) -> None:
+        msg = redact(message)
+        if kind in ("log", "warning", "phase") and self.run_id is not None:
+            with contextlib.suppress(Exception):
+                self.engine.repo.append_log(self.run_id, f"[{kind}] {msg}")
+        self.on_event(Event(self.module.name, kind, msg, phase=self.phase, **kw))
+
+    def _enter(self, phase: str) -> float:
+        self.phase = phase
+        self.emit("phase", f"{phase} ...")
+        if self.run_id is not None:
+            self.engine.repo.update_run(self.run_id, phase=phase)
+        return time.monotonic()
+
+    def _leave(self, phase: str, t0: float) -> None:
+        self.result.phase_timings[phase] = round(time.monotonic() - t0, 3)
+        if self.run_id is not None:
+            self.engine.repo.update_run(self.run_id, phase_timings=self.result.phase_timings)
+
+    # -- phases -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the module lock (or fail naming the holder), open the run log, start the heartbeat."""
+        t0 = self._enter("lock")
+        repo = self.engine.repo
+        transport, reason = self.engine.choose_transport(self.module)
+        self.result.transport = transport
+        with contextlib.suppress(Exception):
+            repo.mark_dead_runs()
+        if not self.options.dry_run:
+            self.owner = LockOwner.current()
+            deadline = None if self.options.wait_timeout is None else time.monotonic() + self.options.wait_timeout
+            waited = False
+            while True:
+                res = repo.acquire_lock(self.module.name, self.owner)
+                if res.acquired:
+                    break
+                if not self.options.wait or (deadline is not None and time.monotonic() > deadline):
+                    self.owner = None
+                    raise LockHeldError(
+                        f"module '{self.module.name}' is already running ({res.holder.owner if res.holder else '?'}); "
+                        "wait for it, use --wait, or 'pipekit unlock' if it is stale"
+                    )
+                if not waited:
+                    self.emit("log", f"waiting for the lock held by {res.holder.owner if res.holder else '?'}")
+                    waited = True
+                time.sleep(1.0)
+        self.run_id = repo.start_run(
+            self.module.name,
+            trigger=self.options.trigger,
+            transport=transport,
+            dagster_run_id=self.options.dagster_run_id,
+            options={
+                "dry_run": self.options.dry_run,
+                "full_refresh": self.options.full_refresh,
+                "watermark_overrides": self.options.watermark_overrides,
+            },
+        )
+        self.result.run_id = self.run_id
+        if self.owner is not None:
+            repo.set_lock_run_id(self.module.name, self.owner, self.run_id)
+            self.owner = LockOwner(self.owner.host, self.owner.pid, self.run_id)
+            if res.took_over is not None:
+                self.emit("warning", f"took over a stale lock from {res.took_over.owner}")
+            self._hb_thread = threading.Thread(target=self._heartbeat, name="pipekit-heartbeat", daemon=True)
+            self._hb_thread.start()
+        self.emit("log", f"transport {transport} ({reason})")
+        if self.module.timeout:
+            self._timer = threading.Timer(self.module.timeout, self.cancel.cancel, args=(f"timed out after {self.module.timeout:g} s",))
+            self._timer.daemon = True
+            self._timer.start()
+        self._leave("lock", t0)
+
+    def _heartbeat(self) -> None:
+        assert self.owner is not None
+        while not self._hb_stop.wait(HEARTBEAT_SECONDS):
+            try:
+                if not self.engine.repo.heartbeat(self.module.name, self.owner):
+                    self.emit("warning", "lost the module lock (cleared by 'pipekit unlock'?)")
+            except Exception:  # noqa: BLE001 - a busy repository must not kill the run
+                pass
+
+    def plan_only(self) -> Plan:
+        """Choose the transport and build the plan: no lock, no run log, nothing written."""
+        self.result.transport, _ = self.engine.choose_transport(self.module)
+        return self.resolve()
+
+    def transport(self) -> Transport:
+        if self._transport is None:
+            ctx = TransportContext(
+                cancel=self.cancel,
+                log=lambda line: self.emit("log", line),
+                jrunner=self.engine.settings.jrunner,
+                timeout=self.module.timeout,
+                state_dir=self.engine.settings.database.parent / ".pipekit-state",
+            )
+            self._transport = get_transport(self.result.transport or "native", ctx)
+        return self._transport
+
+    def _resolver_transport(self, ep: Endpoint) -> Transport:
+        """Resolvers follow the module's transport; SQLite and driverless cases fall back."""
+        if self.result.transport == "jrunner" and ep.kind != "sqlite":
+            return self.transport()
+        if ep.conn.has_native_driver:
+            return get_transport("native", TransportContext(cancel=self.cancel))
+        if self.engine.settings.jrunner:
+            return get_transport(
+                "jrunner",
+                TransportContext(cancel=self.cancel, log=lambda line: self.emit("log", line), jrunner=self.engine.settings.jrunner),
+            )
+        raise TransportError(f"connection '{ep.name}' ({ep.kind}) has no native driver and jrunner is not configured")
+
+    def resolve(self) -> Plan:
+        """Resolve watermarks, render the query, learn its columns and build every statement."""
+        t0 = self._enter("resolve")
+        failpoints.hit("before_resolve")
+        mod = self.module
+        strategy = "full" if (self.options.full_refresh and mod.strategy == "incremental") else mod.strategy
+        with NativeDB(self.dest_ep, application=f"pipekit plan {mod.name}") as dest:
+            dest_exists = dest.table_exists(self.dest_table)
+            dest_cols = dest.table_columns(self.dest_table) if dest_exists else []
+        overrides = dict(self.options.watermark_overrides)
+        unknown = sorted(set(overrides) - {w.name for w in mod.watermarks})
+        if unknown:
+            raise WatermarkError(f"module '{mod.name}': override for unknown watermark(s) {unknown}")
+        values: dict[str, WatermarkValue] = {}
+        for wm in mod.watermarks:
+            if wm.name in overrides:
+                values[wm.name] = WatermarkValue(wm.name, check_value(mod.name, wm.name, str(overrides[wm.name])), "override")
+                continue
+            wconn = wm.connection or mod.dest
+            if self.options.full_refresh and mod.strategy == "incremental":
+                values[wm.name] = WatermarkValue(wm.name, wm.default, "full-refresh default")
+                self.emit("log", f"watermark {wm.name}: full refresh, using its default {wm.default!r}")
+            elif not dest_exists and wconn == mod.dest:
+                values[wm.name] = WatermarkValue(wm.name, wm.default, "first-run default")
+                self.emit("log", f"watermark {wm.name}: destination table does not exist yet (first run), using its default {wm.default!r}")
+            else:
+                ep = self.engine.endpoint(wconn)
+                raw = self._resolver_transport(ep).query_value(ep, wm.sql)
+                text = render_value(raw)
+                if text is None:
+                    values[wm.name] = WatermarkValue(wm.name, wm.default, "default")
+                else:
+                    values[wm.name] = WatermarkValue(wm.name, text, "resolved")
+            v = values[wm.name].value
+            if v is None:
+                raise WatermarkError(
+                    f"module '{mod.name}': watermark '{wm.name}' has no value (the resolver returned no row or NULL) "
+                    "and no default; add default: to the watermark"
+                )
+            check_value(mod.name, wm.name, v)
+            self.emit("log", f"watermark {wm.name} = {v} ({values[wm.name].source})")
+        source_sql = substitute(mod.sql, {k: v.value or "" for k, v in values.items()})
+        src_ep = self.engine.endpoint(mod.source)
+        source_columns = self._describe(src_ep, source_sql, dest_cols)
+        plan = self._build_plan(strategy, values, source_sql, source_columns, dest_exists, dest_cols)
+        self.plan_ = plan
+        self.result.watermarks = plan.watermark_values()
+        self.result.source_sql = source_sql
+        self.result.merge_sql = plan.merge_sql_text()
+        self.result.source_columns = [(c.name, c.type) for c in source_columns]
+        self.result.plan = plan
+        if self.run_id is not None:
+            self.engine.repo.update_run(
+                self.run_id,
+                watermarks=self.result.watermarks,
+                source_sql=source_sql,
+                merge_sql=self.result.merge_sql,
+                source_columns=self.result.source_columns,
+            )
+        for d in plan.drift:
+            self.emit("warning", f"source column {d!r} has no column in {mod.dest_table}; it is not merged")
+        failpoints.hit("after_resolve")
+        self._leave("resolve", t0)
+        return plan
+
+    def _describe(self, src: Endpoint, sql: str, dest_cols: list[tuple[str, str, bool]]) -> list[SourceColumn]:
+        if src.conn.has_native_driver:
+            return get_transport("native", TransportContext(cancel=self.cancel)).describe(src, sql)
+        cols = self.transport().describe(src, sql)  # jrunner: names only
+        known = {c.source_name: c.dest_type for c in (self.module.columns or []) if c.dest_type}
+        dest_types = {n: t for n, t, _ in dest_cols}
+        return [SourceColumn(c.name, known.get(c.name) or dest_types.get(c.name) or c.type) for c in cols]
+
+    def _build_plan(
+        self,
+        strategy: str,
+        values: dict[str, WatermarkValue],
+        source_sql: str,
+        source_columns: list[SourceColumn],
+        dest_exists: bool,
+        dest_cols: list[tuple[str, str, bool]],
+    ) -> Plan:
+        mod = self.module
+        src_kind = self.engine.catalog.connection(mod.source).kind
+        d = self.dest_ep.dialect
+        specs = {c.source_name: c for c in (mod.columns or [])}
+        specs_ci = {c.source_name.lower(): c for c in (mod.columns or [])}
+        staging_cols: list[ColumnDef] = []
+        table_cols: list[ColumnDef] = []
+        for sc in source_columns:
+            spec = specs.get(sc.name) or specs_ci.get(sc.name.lower())
+            name = spec.target_name if spec else sc.name
+            mapped = map_type(src_kind, self.dest_ep.kind, sc.type)
+            dest_type = (spec.dest_type if spec and spec.dest_type else None) or mapped
+            if self.dest_ep.kind == "sqlite":
+                stage_type = ""  # no affinity: values are kept exactly as copied
+            elif src_kind == "postgresql" and self.dest_ep.kind == "postgresql" and not (spec and spec.dest_type):
+                stage_type = sc.type
+            else:
+                stage_type = dest_type
+            staging_cols.append(ColumnDef(name, stage_type))
+            table_cols.append(ColumnDef(name, dest_type))
+        names = [c.name for c in staging_cols]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise PipekitError(f"module '{mod.name}': columns {dupes} appear twice after renaming (columns:)")
+        dest_names = [n for n, _, _ in dest_cols]
+        if dest_exists:
+            merge_columns = [n for n in names if n in dest_names]
+            drift = [n for n in names if n not in dest_names]
+            if not merge_columns:
+                raise PipekitError(
+                    f"module '{mod.name}': no column of the source query matches a column of {mod.dest_table} "
+                    f"(source: {names}; destination: {dest_names})"
+                )
+        else:
+            merge_columns, drift = names, []
+        key_not_null = False
+        if strategy == "incremental":
+            missing = [k for k in mod.merge_key if k not in names]
+            if missing:
+                raise PipekitError(
+                    f"module '{mod.name}': merge_key column(s) {missing} are not in the source query's columns "
+                    f"(after columns: renaming): {names}"
+                )
+            nullable = {n: nul for n, _, nul in dest_cols}
+            key_not_null = dest_exists and all(not nullable.get(k, True) for k in mod.merge_key)
+        builder = MergeBuilder(d)
+        mp = builder.plan(strategy, self.dest_table, self.staging, merge_columns, list(mod.merge_key), key_not_null)
+        return Plan(
+            module=mod.name,
+            strategy=strategy,
+            transport=self.result.transport or "native",
+            transport_reason="",
+            watermarks=values,
+            source_sql=source_sql,
+            source_columns=source_columns,
+            staging_table=d.table(self.staging),
+            staging_columns=staging_cols,
+            staging_ddl=d.create_staging_sql(self.staging, staging_cols, self.engine.settings.staging_schema),
+            dest_table=d.table(self.dest_table),
+            dest_exists=dest_exists,
+            create_table_sql=[] if dest_exists else d.create_table_sql(self.dest_table, table_cols),
+            merge_columns=merge_columns,
+            merge_sql=mp.statements,
+            count_sql=mp.count_sql,
+            hooks=list(mod.hooks),
+            drift=drift,
+        )
+
+    def stage(self) -> int:
+        """Create the staging table and copy the source rows into it; returns rows staged."""
+        assert self.plan_ is not None, "resolve() first"
+        t0 = self._enter("stage")
+        plan = self.plan_
+        src_ep = self.engine.endpoint(self.module.source)
+        with NativeDB(self.dest_ep, application=f"pipekit stage {self.module.name}") as dest:
+            token = self.cancel.register(dest.cancel)
+            try:
+                with dest.transaction():
+                    for stmt in plan.staging_ddl:
+                        dest.execute(stmt)
+                self._staging_created = True
+                failpoints.hit("after_staging_created")
+                self.cancel.check()
+                started = time.monotonic()
+
+                def progress(rows: int) -> None:
+                    el = max(time.monotonic() - started, 1e-6)
+                    self.emit("progress", f"{rows:,} rows ({rows / el:,.0f} rows/s)", rows=rows, rate=rows / el)
+
+                req = StageRequest(
+                    module=self.module.name,
+                    source=src_ep,
+                    dest=self.dest_ep,
+                    sql=plan.source_sql,
+                    staging=self.staging,
+                    staging_columns=plan.staging_columns,
+                    source_columns=plan.source_columns,
+                    timeout=self.module.timeout,
+                )
+                rows_read = self.transport().stage(req, dest, progress)
+                self.cancel.check()
+                staged = int(dest.query_one(dest.dialect.count_sql(self.staging))[0])  # type: ignore[index]
+                analyze = dest.dialect.analyze_sql(self.staging)
+                if analyze:
+                    dest.execute(analyze)
+            finally:
+                self.cancel.unregister(token)
+        self.result.rows_read = rows_read
+        self.result.rows_staged = staged
+        if self.run_id is not None:
+            self.engine.repo.update_run(self.run_id, rows_read=rows_read, rows_staged=staged)
+        self.emit("log", f"staged {staged:,} rows into {plan.staging_table}")
+        self._leave("stage", t0)
+        return staged
+
+    def merge(self) -> RunResult:
+        """Merge staging into the destination in one transaction (creating the table if missing)."""
+        assert self.plan_ is not None, "resolve() first"
+        t0 = self._enter("merge")
+        plan = self.plan_
+        mod = self.module
+        b = MergeBuilder(self.dest_ep.dialect)
+        with NativeDB(self.dest_ep, application=f"pipekit merge {mod.name}") as dest:
+            token = self.cancel.register(dest.cancel)
+            try:
+                if plan.strategy == "incremental":
+                    dupes = dest.query(b.duplicate_key_sql(self.staging, list(mod.merge_key)))
+                    if dupes:
+                        shown = "; ".join(
+                            ", ".join(f"{k}={v!r}" for k, v in zip(mod.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)"
+                            for r in dupes
+                        )
+                        raise DuplicateKeyError(
+                            f"module '{mod.name}': staged rows repeat the merge key {list(mod.merge_key)}: {shown}; "
+                            "fix the source query or the merge_key. The destination was not touched."
+                        )
+                deleted = inserted = 0
+                with dest.transaction():
+                    for stmt in plan.create_table_sql:
+                        dest.execute(stmt)
+                    if plan.strategy == "full" and not mod.allow_empty and plan.dest_exists:
+                        staged_any = dest.query_one(b.nonempty_sql(self.staging))
+                        dest_any = dest.query_one(b.nonempty_sql(self.dest_table))
+                        if staged_any is None and dest_any is not None:
+                            raise EmptySourceError(
+                                f"module '{mod.name}': the source returned 0 rows and a full refresh would empty "
+                                f"{mod.dest_table}; refused (set allow_empty: true to allow it)"
+                            )
+                    for stmt in plan.merge_sql:
+                        n = dest.execute(stmt)
+                        head = stmt.lstrip().split(None, 1)[0].upper()
+                        if head == "DELETE":
+                            deleted += max(n, 0)
+                        elif head == "INSERT":
+                            inserted += max(n, 0)
+                    row_count = int(dest.query_one(plan.count_sql)[0])  # type: ignore[index]
+                    self.cancel.check()
+                    failpoints.hit("before_merge_commit")
+                failpoints.hit("after_merge_commit")
+                dest_cols = dest.table_columns(self.dest_table)
+            finally:
+                self.cancel.unregister(token)
+        r = self.result
+        r.rows_deleted, r.rows_inserted, r.row_count = deleted, inserted, row_count
+        r.dest_columns = [(n, t) for n, t, _ in dest_cols]
+        if self.run_id is not None:
+            self.engine.repo.update_run(self.run_id, rows_deleted=deleted, rows_inserted=inserted, row_count=row_count)
+        self.emit("log", f"merged ({plan.strategy}): {deleted:,} deleted, {inserted:,} inserted; {row_count:,} rows in {mod.dest_table}")
+        self._leave("merge", t0)
+        return r
+
+    def _run_hook(self, i: int, hook: Hook) -> None:
+        self._hooks_done.add(i)
+        label = hook.name or f"hook #{i + 1}"
+        ep = self.dest_ep if not hook.connection or hook.connection == self.module.dest else self.engine.endpoint(hook.connection)
+        failpoints.hit("before_hook", i)
+        self.emit("log", f"{label} ({hook.run_on}): {hook.sql.strip().splitlines()[0][:120]}")
+        try:
+            with NativeDB(ep, application=f"pipekit hook {self.module.name}") as db:
+                token = self.cancel.register(db.cancel)
+                try:
+                    if db.kind == "sqlite":  # sqlite3's execute() takes one statement only
+                        try:
+                            db.raw.executescript(f"BEGIN;\n{hook.sql}\n;COMMIT;")
+                        except BaseException:
+                            with contextlib.suppress(Exception):
+                                db.raw.execute("ROLLBACK")
+                            raise
+                    else:
+                        with db.transaction():
+                            db.execute(hook.sql)
+                finally:
+                    self.cancel.unregister(token)
+        except Exception as e:  # noqa: BLE001
+            raise HookError(f"module '{self.module.name}': {label} failed: {redact(str(e).strip())}") from e
+
+    def run_hooks(self) -> None:
+        """Run success and always hooks in file order; a failing hook fails the run."""
+        t0 = self._enter("hooks")
+        for i, hook in enumerate(self.module.hooks):
+            if hook.run_on in ("success", "always"):
+                self.cancel.check()
+                self._run_hook(i, hook)
+        self._leave("hooks", t0)
+
+    def finish(self, exc: BaseException | None = None) -> RunResult:
+        """End the run: on failure run failure/always hooks; drop staging; run log; unlock."""
+        if self.finished:
+            return self.result
+        self.finished = True
+        r = self.result
+        try:
+            if exc is not None:
+                self.cancel.cancel("run ended")  # stop anything still running (jrunner, queries)
+                cancelled = _is_cancel(exc) and not (self.cancel.reason or "").startswith("timed out")
+                r.status = "cancelled" if cancelled else "error"
+                r.failed_phase = self.phase
+                reason = self.cancel.reason if (self.cancel.reason or "").startswith("timed out") else None
+                msg = reason or (str(exc) or type(exc).__name__)
+                if isinstance(exc, PhaseError):
+                    msg = str(exc)
+                elif not isinstance(exc, (LockHeldError,)):
+                    msg = f"module '{self.module.name}' failed in phase '{self.phase}': {msg}"
+                r.error = redact(msg)
+                self.emit("warning", r.error)
+                if self.run_id is not None and not self.options.dry_run:
+                    for i, hook in enumerate(self.module.hooks):
+                        if hook.run_on in ("failure", "always") and i not in self._hooks_done:
+                            try:
+                                self._run_hook(i, hook)
+                            except BaseException as he:  # noqa: BLE001 - the first error is the one reported
+                                self.emit("warning", f"failure hook error: {he}")
+            elif self.options.dry_run:
+                r.status = "dry_run"
+            else:
+                r.status = "success"
+            if self._staging_created:
+                self._drop_staging()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._hb_stop.set()
+            if self.run_id is not None:
+                try:
+                    self.engine.repo.finish_run(
+                        self.run_id,
+                        r.status,
+                        error=r.error,
+                        phase=r.failed_phase or self.phase,
+                        phase_timings=r.phase_timings,
+                    )
+                except Exception as e:  # noqa: BLE001
+                    self.emit("warning", f"could not write the run log: {e}")
+            if self.owner is not None:
+                with contextlib.suppress(Exception):
+                    self.engine.repo.release_lock(self.module.name, self.owner)
+            self.emit("phase", f"{r.status}")
+        return r
+
+    def _drop_staging(self) -> None:
+        try:
+            with NativeDB(self.dest_ep, application=f"pipekit cleanup {self.module.name}") as dest:
+                dest.execute(self.dest_ep.dialect.drop_table_sql(self.staging))
+        except Exception as e:  # noqa: BLE001
+            self.emit("warning", f"could not drop staging {self.staging}: {e}; the next run drops it")
+
+    def execute(self) -> RunResult:
+        """Run every phase in order; always finishes. Raises the failure after recording it."""
+        try:
+            self.start()
+            plan = self.resolve()
+            if self.options.dry_run:
+                self.result.plan = plan
+                return self.finish()
+            self.stage()
+            self.merge()
+            self.run_hooks()
+        except BaseException as e:
+            self.finish(e)
+            if isinstance(e, Exception) and not isinstance(e, PhaseError):
+                raise PhaseError(self.module.name, self.result.failed_phase or self.phase, _Redacted(e)) from e
+            raise
+        return self.finish()
+
+
+class _Redacted(Exception):
+    """A failure's text with secrets masked, keeping whether it is transient."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(redact(str(cause) or type(cause).__name__))
+        self.transient = bool(getattr(cause, "transient", False)) or is_transient_db_error(cause)
+        self.original = cause
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    if isinstance(exc, (KeyboardInterrupt, RunCancelled, SystemExit)):
+        return True
+    name = type(exc).__name__
+    if name in ("DagsterExecutionInterruptedError", "QueryCanceled"):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and type(cause).__name__ in ("QueryCanceled",)
+
+
+def run_module(
+    engine: Engine, module: str, options: RunOptions | None = None, on_event: EventFn | None = None
+) -> RunResult:
+    """Run one module from start to finish, retrying transient failures per its ``retries``.
+
+    Raises PhaseError (or KeyboardInterrupt) after the failure has been recorded.
+    """
+    options = options or RunOptions()
+    mod = engine.module(module)
+    attempts = 1 + (mod.retries.max if mod.retries else 0)
+    for attempt in range(1, attempts + 1):
+        run = engine.new_run(module, options, on_event)
+        try:
+            return run.execute()
+        except PhaseError as e:
+            transient = e.transient or is_transient_db_error(e.cause)
+            if attempt < attempts and transient and run.result.status == "error":
+                delay = mod.retries.delay if mod.retries else 0
+                run.emit("warning", f"transient failure, retry {attempt}/{attempts - 1} in {delay:g} s")
+                time.sleep(delay)
+                continue
+            raise
+        except Exception as e:
+            if attempt < attempts and is_transient_db_error(e):
+                time.sleep(mod.retries.delay if mod.retries else 0)
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_definitions(catalog: Catalog) -> None:
+    """Raise DefinitionError when the catalog has problems."""
+    if catalog.problems:
+        raise DefinitionError(catalog.problems)

@@ -1,0 +1,95 @@
+"""Errors raised by pipekit_core.
+
+Every message names what failed (module, file, field, connection) and says what to do next.
+``TransientError`` marks faults worth retrying (a lost connection); everything else is terminal.
+"""
+
+from __future__ import annotations
+
+
+class PipekitError(Exception):
+    """Base class of every pipekit error."""
+
+    transient: bool = False
+
+
+class TransientError(PipekitError):
+    """A fault that may pass on its own (connection refused or dropped); retried per `retries`."""
+
+    transient = True
+
+
+class ConfigError(PipekitError):
+    """pipekit.yaml, an environment variable or a path is wrong."""
+
+
+class DefinitionError(PipekitError):
+    """The module definitions do not validate; carries the list of problems."""
+
+    def __init__(self, problems: list) -> None:  # list[Problem]
+        self.problems = problems
+        lines = [str(p) for p in problems[:20]]
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__("module definitions have errors:\n" + "\n".join(lines) + more)
+
+
+class SecretError(PipekitError):
+    """A `$VAR` reference could not be resolved, or the secrets file is unusable."""
+
+
+class RepositoryError(PipekitError):
+    """The SQLite repository (pipekit.db) could not be opened or upgraded."""
+
+
+class LockHeldError(PipekitError):
+    """Another run of the module holds its lock."""
+
+
+class UnknownModuleError(PipekitError):
+    """A module or group name that the definitions do not have."""
+
+
+class WatermarkError(PipekitError):
+    """A watermark value was refused or could not be resolved."""
+
+
+class DuplicateKeyError(PipekitError):
+    """Staged rows repeat a merge key; the merge was not attempted."""
+
+
+class EmptySourceError(PipekitError):
+    """A full refresh would replace a non-empty table with zero rows (set allow_empty: true)."""
+
+
+class TransportError(PipekitError):
+    """A transport failed to move rows or run a query."""
+
+
+class JrunnerError(TransportError):
+    """jrunner exited non-zero or printed an exception trace."""
+
+    def __init__(self, message: str, *, exit_code: int | None, command: str, last_lines: list[str]) -> None:
+        self.exit_code = exit_code
+        self.command = command
+        self.last_lines = last_lines
+        tail = "\n".join(last_lines[-20:])
+        super().__init__(f"{message} (exit code {exit_code})\ncommand: {command}\nlast output:\n{tail}")
+
+
+class HookError(PipekitError):
+    """A post-merge hook failed."""
+
+
+class RunCancelled(PipekitError):
+    """The run was cancelled (Ctrl-C, SIGTERM, Dagster terminate)."""
+
+
+class PhaseError(PipekitError):
+    """Wraps a failure with the module and phase it happened in."""
+
+    def __init__(self, module: str, phase: str, cause: BaseException) -> None:
+        self.module = module
+        self.phase = phase
+        self.cause = cause
+        self.transient = bool(getattr(cause, "transient", False))
+        super().__init__(f"module '{module}' failed in phase '{phase}': {cause}")

@@ -1,0 +1,205 @@
+"""Pydantic models of the module-definition format (see docs: "Module definitions").
+
+Unknown keys are rejected (``extra="forbid"``) so a typo is a validation error, and closed
+vocabularies are ``Literal`` types. Cross-object rules (connection names, groups, deps cycles)
+live in :mod:`pipekit_core.defs`, which has the whole catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Strategy = Literal["full", "incremental", "append"]
+RunOn = Literal["success", "failure", "always"]
+TransportName = Literal["native", "jrunner", "auto"]
+
+MODULE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# Database kinds pipekit knows by URL prefix. "native" ones have a Python driver here.
+NATIVE_KINDS = frozenset({"postgresql", "sqlite"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=False)
+
+
+class Connection(_Strict):
+    """A named database connection. ``password`` may be a ``$VAR`` reference."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+    name: str = Field(default="", exclude=True)
+    # Folder of the YAML file that defined it: relative SQLite paths resolve against it.
+    base_dir: str = Field(default="", exclude=True)
+
+    @property
+    def kind(self) -> str:
+        """Database kind from the URL: postgresql, sqlite, as400, sqlserver, ... (lower case)."""
+        return connection_kind(self.url)
+
+    @property
+    def has_native_driver(self) -> bool:
+        return self.kind in NATIVE_KINDS
+
+
+def connection_kind(url: str) -> str:
+    u = url.strip().lower()
+    if u.startswith("jdbc:"):
+        u = u[5:]
+    if u.startswith(("postgresql:", "postgres:")):
+        return "postgresql"
+    if u.startswith("sqlite:"):
+        return "sqlite"
+    if u.startswith(("as400:", "db2:")):
+        return "as400" if u.startswith("as400:") else "db2"
+    if u.startswith(("sqlserver:", "jtds:sqlserver:")):
+        return "sqlserver"
+    return u.split(":", 1)[0] or "unknown"
+
+
+class Watermark(_Strict):
+    """A named value resolved by a small query; replaces ``{name}`` in the source query."""
+
+    name: str
+    sql: str
+    connection: str | None = None
+    default: str | None = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default_text(cls, v: Any) -> Any:
+        # YAML turns 1900-01-01 into a date and 0 into an int; the original treats values as text.
+        return None if v is None else str(v)
+
+
+class Hook(_Strict):
+    """SQL run after the merge (or on failure), in file order."""
+
+    sql: str
+    run_on: RunOn = "success"
+    connection: str | None = None
+    name: str | None = None
+
+
+class ColumnSpec(_Strict):
+    """One column of the original's ``columns_json``: names and types."""
+
+    source_name: str
+    dest_name: str | None = None
+    source_type: str | None = None
+    dest_type: str | None = None
+
+    @property
+    def target_name(self) -> str:
+        return self.dest_name or self.source_name
+
+
+class SensorSpec(_Strict):
+    probe: str
+    interval: int = Field(default=300, ge=1)
+
+
+class Retries(_Strict):
+    max: int = Field(default=0, ge=0, le=100)
+    delay: float = Field(default=30, ge=0)
+
+
+class Module(_Strict):
+    """One sync job: source query -> staging -> merge into ``dest_table`` on ``dest``."""
+
+    name: str
+    source: str
+    dest: str
+    dest_table: str
+    query: str | None = None
+    query_file: str | None = None
+    strategy: Strategy = "full"
+    merge_key: list[str] = Field(default_factory=list)
+    watermarks: list[Watermark] = Field(default_factory=list)
+    hooks: list[Hook] = Field(default_factory=list)
+    columns: list[ColumnSpec] | None = None
+    allow_empty: bool = False
+    schedule: str | None = None
+    sensor: SensorSpec | None = None
+    deps: list[str] = Field(default_factory=list)
+    transport: TransportName | None = None
+    retries: Retries | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    enabled: bool = True
+    description: str | None = None
+
+    # Filled in by the loader, not by users.
+    source_file: str = Field(default="", exclude=True)
+    sql: str = Field(default="", exclude=True)  # the query text (inline or read from query_file)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not MODULE_NAME_RE.match(v):
+            raise ValueError("must be lower-case letters, digits and underscores, starting with a letter")
+        return v
+
+    @field_validator("merge_key", mode="before")
+    @classmethod
+    def _split_key(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("deps", mode="before")
+    @classmethod
+    def _deps_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> Module:
+        if (self.query is None) == (self.query_file is None):
+            raise ValueError("query / query_file: give exactly one of them")
+        if self.strategy == "incremental" and not self.merge_key:
+            raise ValueError("merge_key: required when strategy is incremental")
+        names = [w.name for w in self.watermarks]
+        if len(set(names)) != len(names):
+            raise ValueError("watermarks: two watermarks have the same name")
+        return self
+
+    def placeholders(self) -> list[str]:
+        return list(dict.fromkeys(PLACEHOLDER_RE.findall(self.sql or self.query or "")))
+
+    def definition_hash(self) -> str:
+        """Stable hash of what the module does (Dagster code_version)."""
+        payload = self.model_dump(mode="json")
+        payload["sql"] = self.sql
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def source_path(self) -> Path | None:
+        return Path(self.source_file) if self.source_file else None
+
+
+class Group(_Strict):
+    """An ordered list of modules run in sequence."""
+
+    modules: list[str]
+    schedule: str | None = None
+    stop_on_failure: bool = True
+    description: str | None = None
+    name: str = Field(default="", exclude=True)
+    source_file: str = Field(default="", exclude=True)
+
+
+class DefsFile(_Strict):
+    """The top level of one YAML file."""
+
+    connections: dict[str, Connection] = Field(default_factory=dict)
+    modules: list[Module] = Field(default_factory=list)
+    groups: dict[str, Group] = Field(default_factory=dict)

@@ -1,0 +1,611 @@
+"""The SQLite repository (``pipekit.db``): catalog snapshot, run log and module locks.
+
+This is the only code that touches ``pipekit.db``. Several processes use it at once (the CLI,
+the Dagster webserver and daemon, run workers), so:
+
+- the database is in WAL mode and every connection waits up to 30 s for a busy database;
+- a connection is opened per call and closed after it (safe across threads and forks);
+- every write runs in its own ``BEGIN IMMEDIATE`` transaction, so read-then-write steps such
+  as taking a lock are atomic across processes.
+
+The schema is built by ordered, named migrations recorded in ``schema_migrations``; they run on
+first use and from :meth:`Repository.migrate` (``pipekit init``). Every text stored passes
+through :func:`pipekit_core.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipekit_core.errors import RepositoryError
+from pipekit_core.secrets import MASK, is_reference, redact
+
+BUSY_TIMEOUT_S = 30.0
+LOG_CAP = 1_000_000  # characters of run_log.log kept (the tail)
+LOG_TRUNCATED = "[... earlier log lines dropped ...]\n"
+DEAD_RUN_GRACE_S = 120.0
+RUN_STATUSES = frozenset({"running", "success", "dry_run", "error", "cancelled"})
+
+# (version, name, statements). Append only: never edit a migration that has shipped.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "base_schema", [
+        """CREATE TABLE connections (name TEXT PRIMARY KEY, url TEXT NOT NULL, user TEXT,
+            password_ref TEXT, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE modules (name TEXT PRIMARY KEY, source TEXT NOT NULL, dest TEXT NOT NULL,
+            dest_table TEXT NOT NULL, strategy TEXT NOT NULL, merge_key TEXT NOT NULL DEFAULT '[]',
+            enabled INTEGER NOT NULL DEFAULT 1, "group" TEXT, definition TEXT NOT NULL,
+            source_file TEXT, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE watermarks (module TEXT NOT NULL, position INTEGER NOT NULL,
+            name TEXT NOT NULL, sql TEXT NOT NULL, connection TEXT, default_value TEXT,
+            PRIMARY KEY (module, position))""",
+        """CREATE TABLE hooks (module TEXT NOT NULL, position INTEGER NOT NULL, name TEXT,
+            sql TEXT NOT NULL, run_on TEXT NOT NULL, connection TEXT,
+            PRIMARY KEY (module, position))""",
+        """CREATE TABLE "groups" (name TEXT PRIMARY KEY, modules TEXT NOT NULL, schedule TEXT,
+            stop_on_failure INTEGER NOT NULL DEFAULT 1, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE run_log (id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL,
+            status TEXT NOT NULL, "trigger" TEXT NOT NULL, started_at TEXT NOT NULL,
+            finished_at TEXT, duration_s REAL, phase TEXT, phase_timings TEXT,
+            rows_read INTEGER, rows_staged INTEGER, rows_deleted INTEGER, rows_inserted INTEGER,
+            row_count INTEGER, watermarks TEXT, source_sql TEXT, merge_sql TEXT, error TEXT,
+            log TEXT, transport TEXT, dagster_run_id TEXT, host TEXT, pid INTEGER)""",
+        "CREATE INDEX run_log_module ON run_log (module, id)",
+        """CREATE TABLE module_locks (module TEXT PRIMARY KEY, host TEXT NOT NULL,
+            pid INTEGER NOT NULL, run_id INTEGER, acquired_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL)""",
+    ]),
+    (2, "run_log_options_and_columns", [
+        "ALTER TABLE run_log ADD COLUMN options TEXT",
+        "ALTER TABLE run_log ADD COLUMN source_columns TEXT",
+        "CREATE INDEX run_log_status ON run_log (status)",
+    ]),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+JSON_COLUMNS = frozenset({"phase_timings", "watermarks", "options", "source_columns"})
+RUN_COLUMNS = frozenset({
+    "module", "status", "trigger", "started_at", "finished_at", "duration_s", "phase",
+    "phase_timings", "rows_read", "rows_staged", "rows_deleted", "rows_inserted", "row_count",
+    "watermarks", "source_sql", "merge_sql", "error", "log", "transport", "dagster_run_id",
+    "host", "pid", "options", "source_columns",
+})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str) -> datetime:
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host (a zombie counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _redact_deep(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_deep(v) for v in value]
+    return value
+
+
+def _store(value: Any) -> Any:
+    """A Python value as stored: dict/list -> redacted JSON, text -> redacted, else as is."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_redact_deep(value), default=str)
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return redact(str(value))
+
+
+def _duration(started_at: str | None, end: datetime) -> float | None:
+    return None if not started_at else round((end - parse_time(started_at)).total_seconds(), 3)
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a module lock: a process on a host, and its run_log id once known."""
+
+    host: str
+    pid: int
+    run_id: int | None = None
+
+    @staticmethod
+    def current(run_id: int | None = None) -> LockOwner:
+        """The owner identity of this process."""
+        return LockOwner(socket.gethostname(), os.getpid(), run_id)
+
+    def __str__(self) -> str:
+        run = f" (run {self.run_id})" if self.run_id is not None else ""
+        return f"pid {self.pid} on host {self.host}{run}"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """One row of ``module_locks``."""
+
+    module: str
+    owner: LockOwner
+    acquired_at: str
+    heartbeat_at: str
+
+    def is_stale(self, now: datetime | None = None, stale_after: float = 120.0) -> tuple[bool, str]:
+        """(stale?, reason): the owner process is gone (same host) or the heartbeat is too old."""
+        now = now or utcnow()
+        if self.owner.host == socket.gethostname() and not pid_alive(self.owner.pid):
+            return True, f"process {self.owner.pid} on host {self.owner.host} is gone"
+        age = (now - parse_time(self.heartbeat_at)).total_seconds()
+        if age > stale_after:
+            return True, f"no heartbeat for {age:.0f}s (last {self.heartbeat_at}, limit {stale_after:.0f}s)"
+        return False, f"held by {self.owner} since {self.acquired_at}, heartbeat {age:.0f}s ago"
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """Outcome of :meth:`Repository.acquire_lock`."""
+
+    acquired: bool
+    holder: LockInfo | None = None
+    took_over: LockInfo | None = None
+
+
+class CatalogLike(Protocol):
+    connections: Any
+    modules: Any
+    groups: Any
+
+    def group_of(self, name: str) -> Any: ...
+
+
+class Repository:
+    """Access to ``pipekit.db``; cheap to create, safe to share between threads and processes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._ready = False
+
+    # -- connections, transactions, migrations -------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RepositoryError(
+                f"cannot create the folder of the repository {self.path}: {e.strerror}; "
+                "create it, fix its permissions or set PIPEKIT_DB to another path"
+            ) from None
+        try:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._error("cannot open", e) from None
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            con.execute("PRAGMA synchronous = NORMAL")
+            con.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as e:
+            con.close()
+            raise self._error("cannot open", e) from None
+        return con
+
+    def _error(self, what: str, e: BaseException) -> RepositoryError:
+        msg = redact(str(e))
+        if "not a database" in msg or "malformed" in msg:
+            hint = "it is not a pipekit SQLite repository; move it away or set PIPEKIT_DB to another path"
+        elif "locked" in msg or "busy" in msg:
+            hint = f"another process kept it busy for more than {BUSY_TIMEOUT_S:.0f}s; try again"
+        else:
+            hint = "check the path and its permissions, or set PIPEKIT_DB to another path"
+        return RepositoryError(f"{what} the repository {self.path}: {msg}; {hint}")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A ready connection in autocommit mode (each statement is its own transaction)."""
+        if not self._ready:
+            self.migrate()
+        con = self._open()
+        try:
+            yield con
+        except sqlite3.Error as e:
+            raise self._error("error using", e) from None
+        finally:
+            con.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def migrate(self, target: int | None = None) -> list[str]:
+        """Create or upgrade the schema (up to ``target``, default all); return names applied now.
+
+        Each migration runs in its own ``BEGIN IMMEDIATE`` transaction and re-checks that it is
+        still pending inside it, so several processes may call this at once.
+        """
+        target = LATEST_VERSION if target is None else target
+        applied: list[str] = []
+        con = self._open()
+        try:
+            try:
+                mode = self._enable_wal(con)
+                if not self._has_migrations_table(con):
+                    con.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+                    )
+                current = self._version(con)
+                if current > LATEST_VERSION:
+                    raise RepositoryError(
+                        f"the repository {self.path} has schema version {current}, newer than this "
+                        f"pipekit knows ({LATEST_VERSION}); upgrade pipekit or use another PIPEKIT_DB"
+                    )
+                for version, name, statements in MIGRATIONS:
+                    if version > target or version <= current:
+                        continue
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        if self._version(con) < version:
+                            for stmt in statements:
+                                con.execute(stmt)
+                            con.execute(
+                                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                                (version, name, iso(utcnow())),
+                            )
+                            applied.append(name)
+                        con.execute("COMMIT")
+                    except BaseException:
+                        if con.in_transaction:
+                            con.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as e:
+                raise self._error("cannot create or upgrade", e) from None
+        finally:
+            con.close()
+        if str(mode).lower() != "wal":
+            raise RepositoryError(
+                f"the repository {self.path} could not be switched to WAL mode (got {mode}); "
+                "put it on a local file system (not a network share) or set PIPEKIT_DB"
+            )
+        self._ready = target >= LATEST_VERSION
+        return applied
+
+    @staticmethod
+    def _enable_wal(con: sqlite3.Connection) -> str:
+        """Switch to WAL. The switch ignores busy_timeout (SQLite answers "locked" at once when
+        another process is creating the same new file), so it is retried here."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode = str(con.execute("PRAGMA journal_mode").fetchone()[0])
+                if mode.lower() == "wal":
+                    return mode
+                return str(con.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @staticmethod
+    def _version(con: sqlite3.Connection) -> int:
+        return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+
+    @staticmethod
+    def _has_migrations_table(con: sqlite3.Connection) -> bool:
+        return con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone() is not None
+
+    def schema_version(self) -> int:
+        """The highest migration version applied (0 for a new, empty file)."""
+        con = self._open()
+        try:
+            return self._version(con) if self._has_migrations_table(con) else 0
+        except sqlite3.Error as e:
+            raise self._error("cannot read", e) from None
+        finally:
+            con.close()
+
+    # -- catalog ------------------------------------------------------------------------
+
+    def sync_catalog(self, catalog: CatalogLike) -> None:
+        """Replace the stored catalog (connections, modules, watermarks, hooks, groups) at once.
+
+        Passwords are stored as written when they are ``$VAR`` references, else as ``***``.
+        """
+        now = iso(utcnow())
+        with self._tx() as con:
+            for table in ("connections", "modules", "watermarks", "hooks", '"groups"'):
+                con.execute(f"DELETE FROM {table}")
+            for name, c in catalog.connections.items():
+                pw = c.password if c.password is None or is_reference(c.password) else MASK
+                con.execute(
+                    "INSERT INTO connections (name, url, user, password_ref, updated_at) VALUES (?,?,?,?,?)",
+                    (_store(name), _store(c.url), _store(c.user), pw, now),
+                )
+            for name, m in catalog.modules.items():
+                group = catalog.group_of(name)
+                group = getattr(group, "name", group)
+                definition = m.model_dump(mode="json")
+                definition["sql"] = m.sql
+                con.execute(
+                    'INSERT INTO modules (name, source, dest, dest_table, strategy, merge_key, enabled, '
+                    '"group", definition, source_file, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)',
+                    (name, _store(m.source), _store(m.dest), _store(m.dest_table), m.strategy,
+                     _store(list(m.merge_key)), int(m.enabled), group, _store(definition),
+                     _store(m.source_file), now),
+                )
+                for i, w in enumerate(m.watermarks):
+                    con.execute(
+                        "INSERT INTO watermarks (module, position, name, sql, connection, default_value) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (name, i, w.name, _store(w.sql), w.connection, _store(w.default)),
+                    )
+                for i, h in enumerate(m.hooks):
+                    con.execute(
+                        "INSERT INTO hooks (module, position, name, sql, run_on, connection) VALUES (?,?,?,?,?,?)",
+                        (name, i, _store(h.name), _store(h.sql), h.run_on, h.connection),
+                    )
+            for name, g in catalog.groups.items():
+                con.execute(
+                    'INSERT INTO "groups" (name, modules, schedule, stop_on_failure, updated_at) '
+                    "VALUES (?,?,?,?,?)",
+                    (name, _store(list(g.modules)), _store(g.schedule), int(g.stop_on_failure), now),
+                )
+
+    def _rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        with self._connect() as con:
+            return con.execute(sql, params).fetchall()
+
+    def catalog_modules(self) -> list[dict]:
+        """Stored modules by name; ``merge_key`` and ``definition`` decoded, ``enabled`` a bool."""
+        out = []
+        for r in self._rows("SELECT * FROM modules ORDER BY name"):
+            d = dict(r)
+            d["merge_key"] = json.loads(d["merge_key"] or "[]")
+            d["definition"] = json.loads(d["definition"] or "{}")
+            d["enabled"] = bool(d["enabled"])
+            out.append(d)
+        return out
+
+    # -- run log ------------------------------------------------------------------------
+
+    def start_run(self, module: str, *, trigger: str, transport: str | None = None,
+                  dagster_run_id: str | None = None, options: dict | None = None) -> int:
+        """Insert a ``running`` row for this process; return its id."""
+        with self._tx() as con:
+            cur = con.execute(
+                'INSERT INTO run_log (module, status, "trigger", started_at, transport, dagster_run_id, '
+                "host, pid, options) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (module, _store(trigger), iso(utcnow()), _store(transport), _store(dagster_run_id),
+                 socket.gethostname(), os.getpid(), _store(options) if options is not None else None),
+            )
+            return int(cur.lastrowid or 0)
+
+    def _set(self, con: sqlite3.Connection, run_id: int, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - RUN_COLUMNS
+        if unknown:
+            raise ValueError(f"run_log has no column(s) {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"run status {fields['status']!r} is not one of {sorted(RUN_STATUSES)}")
+        if not fields:
+            return
+        cols = ", ".join(f'"{k}" = ?' for k in fields)
+        con.execute(f"UPDATE run_log SET {cols} WHERE id = ?", [*map(_store, fields.values()), run_id])
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        """Set run_log columns by name; dict/list values are stored as JSON; text is redacted."""
+        with self._tx() as con:
+            self._set(con, run_id, fields)
+
+    def append_log(self, run_id: int, line: str) -> None:
+        """Append one line to the run's log, keeping only the last ~1 MB."""
+        text = redact(line.rstrip("\n")) + "\n"
+        with self._tx() as con:
+            row = con.execute("SELECT length(log) FROM run_log WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return
+            if (row[0] or 0) + len(text) <= LOG_CAP:
+                con.execute("UPDATE run_log SET log = coalesce(log, '') || ? WHERE id = ?", (text, run_id))
+                return
+            log = (con.execute("SELECT log FROM run_log WHERE id = ?", (run_id,)).fetchone()[0] or "") + text
+            tail = log[-(LOG_CAP - len(LOG_TRUNCATED)):]
+            cut = tail.find("\n")
+            if 0 <= cut < len(tail) - 1:
+                tail = tail[cut + 1:]
+            con.execute("UPDATE run_log SET log = ? WHERE id = ?", (LOG_TRUNCATED + tail, run_id))
+
+    def finish_run(self, run_id: int, status: str, *, error: str | None = None, **fields: Any) -> None:
+        """Close a run: status, error, ``finished_at`` and ``duration_s``, plus any other columns."""
+        now = utcnow()
+        with self._tx() as con:
+            row = con.execute("SELECT started_at FROM run_log WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return
+            fields = {**fields, "status": status, "finished_at": iso(now),
+                      "duration_s": _duration(row[0], now)}
+            if error is not None:
+                fields["error"] = error
+            self._set(con, run_id, fields)
+
+    @staticmethod
+    def _decode(row: sqlite3.Row) -> dict:
+        d = dict(row)
+        for k in JSON_COLUMNS & d.keys():
+            if d[k] is not None:
+                try:
+                    d[k] = json.loads(d[k])
+                except ValueError:
+                    pass
+        return d
+
+    def get_run(self, run_id: int) -> dict | None:
+        """One run_log row with its JSON columns decoded, or None."""
+        rows = self._rows("SELECT * FROM run_log WHERE id = ?", run_id)
+        return self._decode(rows[0]) if rows else None
+
+    def history(self, module: str | None = None, limit: int = 20) -> list[dict]:
+        """Recent runs (of one module, or all), newest first."""
+        if module is None:
+            rows = self._rows("SELECT * FROM run_log ORDER BY id DESC LIMIT ?", limit)
+        else:
+            rows = self._rows("SELECT * FROM run_log WHERE module = ? ORDER BY id DESC LIMIT ?", module, limit)
+        return [self._decode(r) for r in rows]
+
+    def last_run(self, module: str) -> dict | None:
+        """The module's newest run, whatever its status."""
+        rows = self.history(module, 1)
+        return rows[0] if rows else None
+
+    def last_success(self, module: str) -> dict | None:
+        """The module's newest run with status ``success``."""
+        rows = self._rows(
+            "SELECT * FROM run_log WHERE module = ? AND status = 'success' ORDER BY id DESC LIMIT 1", module
+        )
+        return self._decode(rows[0]) if rows else None
+
+    def _fail_run(self, con: sqlite3.Connection, run_id: int | None, error: str, now: datetime) -> None:
+        """Mark a still-running run as error (inside the caller's transaction)."""
+        if run_id is None:
+            return
+        row = con.execute("SELECT started_at FROM run_log WHERE id = ? AND status = 'running'",
+                          (run_id,)).fetchone()
+        if row is not None:
+            self._set(con, run_id, {"status": "error", "error": error, "finished_at": iso(now),
+                                    "duration_s": _duration(row[0], now)})
+
+    # -- module locks -------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_info(row: sqlite3.Row) -> LockInfo:
+        return LockInfo(row["module"], LockOwner(row["host"], int(row["pid"]), row["run_id"]),
+                        row["acquired_at"], row["heartbeat_at"])
+
+    def acquire_lock(self, module: str, owner: LockOwner, *, stale_after: float = 120.0) -> LockResult:
+        """Take the module's lock atomically; replace a stale one (marking its run as error).
+
+        Returns ``acquired=False`` with the ``holder`` when a live owner has it, including another
+        call from this same process.
+        """
+        now = utcnow()
+        with self._tx() as con:
+            row = con.execute("SELECT * FROM module_locks WHERE module = ?", (module,)).fetchone()
+            old = self._lock_info(row) if row else None
+            if old is not None:
+                stale, reason = old.is_stale(now, stale_after)
+                if not stale:
+                    return LockResult(False, old, None)
+                self._fail_run(con, old.owner.run_id, f"run died: {reason}; lock taken over by {owner}", now)
+            con.execute(
+                "INSERT OR REPLACE INTO module_locks (module, host, pid, run_id, acquired_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (module, owner.host, owner.pid, owner.run_id, iso(now), iso(now)),
+            )
+            return LockResult(True, None, old)
+
+    def heartbeat(self, module: str, owner: LockOwner) -> bool:
+        """Refresh our lock's heartbeat; False when we no longer own it."""
+        with self._tx() as con:
+            cur = con.execute(
+                "UPDATE module_locks SET heartbeat_at = ? WHERE module = ? AND host = ? AND pid = ?",
+                (iso(utcnow()), module, owner.host, owner.pid),
+            )
+            return cur.rowcount == 1
+
+    def set_lock_run_id(self, module: str, owner: LockOwner, run_id: int) -> None:
+        """Record the run_log id in the lock we own (known only after :meth:`start_run`)."""
+        with self._tx() as con:
+            con.execute("UPDATE module_locks SET run_id = ? WHERE module = ? AND host = ? AND pid = ?",
+                        (run_id, module, owner.host, owner.pid))
+
+    def release_lock(self, module: str, owner: LockOwner) -> bool:
+        """Release the lock if we own it; True when it was ours."""
+        with self._tx() as con:
+            cur = con.execute("DELETE FROM module_locks WHERE module = ? AND host = ? AND pid = ?",
+                              (module, owner.host, owner.pid))
+            return cur.rowcount == 1
+
+    def get_lock(self, module: str) -> LockInfo | None:
+        """The module's lock, or None when it is free."""
+        rows = self._rows("SELECT * FROM module_locks WHERE module = ?", module)
+        return self._lock_info(rows[0]) if rows else None
+
+    def locks(self) -> list[LockInfo]:
+        """Every lock held, by module name."""
+        return [self._lock_info(r) for r in self._rows("SELECT * FROM module_locks ORDER BY module")]
+
+    def force_unlock(self, module: str) -> LockInfo | None:
+        """Clear the module's lock whoever holds it (``pipekit unlock``); return what was cleared.
+
+        The holder's run, if still ``running``, is marked ``error``.
+        """
+        now = utcnow()
+        with self._tx() as con:
+            row = con.execute("SELECT * FROM module_locks WHERE module = ?", (module,)).fetchone()
+            if row is None:
+                return None
+            info = self._lock_info(row)
+            con.execute("DELETE FROM module_locks WHERE module = ?", (module,))
+            self._fail_run(con, info.owner.run_id, "lock cleared by pipekit unlock", now)
+            return info
+
+    def mark_dead_runs(self) -> int:
+        """Mark ``running`` runs of this host whose process is gone as ``error``; return how many.
+
+        A run whose module lock is still held by its own (dead) process is left to the stale-lock
+        takeover; a run with no lock at all gets a grace of 2 minutes after it started.
+        """
+        host, now = socket.gethostname(), utcnow()
+        count = 0
+        with self._tx() as con:
+            runs = con.execute("SELECT id, module, pid, started_at FROM run_log "
+                               "WHERE status = 'running' AND host = ?", (host,)).fetchall()
+            for r in runs:
+                if r["pid"] is None or pid_alive(int(r["pid"])):
+                    continue
+                lock = con.execute("SELECT host, pid FROM module_locks WHERE module = ?",
+                                   (r["module"],)).fetchone()
+                if lock is not None and lock["host"] == host and lock["pid"] == r["pid"]:
+                    continue
+                if lock is None and (now - parse_time(r["started_at"])).total_seconds() < DEAD_RUN_GRACE_S:
+                    continue
+                self._fail_run(con, r["id"], "run died without finishing (process gone)", now)
+                count += 1
+        return count

@@ -1,0 +1,290 @@
+"""The native transport: psycopg 3 and sqlite3, streaming with flat memory.
+
+- PostgreSQL -> PostgreSQL: ``COPY (query) TO STDOUT`` piped block by block into
+  ``COPY staging FROM STDIN``, binary when the staging types equal the source types, else text.
+  Rows are never parsed in Python; progress comes from ``pg_stat_progress_copy``.
+- PostgreSQL -> SQLite: ``COPY (query) TO STDOUT`` parsed into Python rows, written in batches.
+- SQLite -> PostgreSQL: batches from a sqlite3 cursor, written with ``COPY ... FROM STDIN``.
+- SQLite -> SQLite: batches from one file to the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from pipekit_core.db import Endpoint, NativeDB
+from pipekit_core.errors import TransportError
+from pipekit_core.failpoints import rows_copied
+from pipekit_core.transport.base import ProgressFn, SourceColumn, StageRequest, Transport
+
+BATCH = 10_000
+
+
+class NativeTransport(Transport):
+    """Python drivers for both ends."""
+
+    name = "native"
+
+    @contextlib.contextmanager
+    def _open(self, ep: Endpoint, purpose: str) -> Iterator[NativeDB]:
+        db = NativeDB(ep, application=f"pipekit {purpose}")
+        token = self.ctx.cancel.register(db.cancel)
+        try:
+            yield db
+        finally:
+            self.ctx.cancel.unregister(token)
+            db.close()
+
+    def query_value(self, ep: Endpoint, sql: str) -> object | None:
+        with self._open(ep, "resolver") as db:
+            row = db.query_one(sql)
+        return None if row is None else row[0]
+
+    def describe(self, ep: Endpoint, sql: str) -> list[SourceColumn]:
+        with self._open(ep, "describe") as db:
+            return describe_native(db, sql)
+
+    def stage(self, req: StageRequest, dest: NativeDB, progress: ProgressFn) -> int | None:
+        src_kind, dst_kind = req.source.kind, req.dest.kind
+        with self._open(req.source, f"source {req.module}") as src:
+            dest_token = self.ctx.cancel.register(dest.cancel)
+            try:
+                if src_kind == "postgresql" and dst_kind == "postgresql":
+                    return _pg_to_pg(src, dest, req, progress)
+                if src_kind == "postgresql":
+                    return _pg_to_rows(src, dest, req, progress)
+                if src_kind == "sqlite":
+                    return _sqlite_to_any(src, dest, req, progress)
+            finally:
+                self.ctx.cancel.unregister(dest_token)
+        raise TransportError(f"module '{req.module}': no native path from {src_kind} to {dst_kind}")
+
+
+def describe_native(db: NativeDB, sql: str) -> list[SourceColumn]:
+    """Columns of ``sql``: PostgreSQL types by name (format_type), SQLite types from sample rows."""
+    wrapped = db.dialect.zero_row_wrap(sql)
+    if db.kind == "postgresql":
+        cur = db.raw.execute(wrapped)
+        res = cur.pgresult
+        assert res is not None
+        names = [res.fname(i).decode() for i in range(res.nfields)]
+        oids = [res.ftype(i) for i in range(res.nfields)]
+        mods = [res.fmod(i) for i in range(res.nfields)]
+        types = [
+            r[0]
+            for r in db.query(
+                "SELECT format_type(o, m) FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS u(o, m, n) ORDER BY n",
+                (oids, mods),
+            )
+        ]
+        cols = [SourceColumn(n, t) for n, t in zip(names, types, strict=True)]
+    else:
+        cur = db.raw.execute(wrapped)
+        names = [d[0] for d in cur.description]
+        # SQLite reports no result types: infer from a sample of the real rows.
+        sample_sql = f"SELECT * FROM ({sql.strip().rstrip(';')}) LIMIT 200"
+        seen: list[set[str]] = [set() for _ in names]
+        for row in db.raw.execute(sample_sql):
+            for i, v in enumerate(row):
+                if v is not None:
+                    seen[i].add(type(v).__name__)
+        cols = [SourceColumn(n, _sqlite_type(s)) for n, s in zip(names, seen, strict=True)]
+    dupes = sorted({c.name for c in cols if [x.name for x in cols].count(c.name) > 1})
+    if dupes:
+        raise TransportError(f"the source query returns duplicate column names {dupes}; alias them apart")
+    return cols
+
+
+def _sqlite_type(seen: set[str]) -> str:
+    if not seen:
+        return "TEXT"
+    if seen <= {"int"}:
+        return "INTEGER"
+    if seen <= {"int", "float"}:
+        return "REAL"
+    if seen <= {"bytes"}:
+        return "BLOB"
+    return "TEXT"
+
+
+class _CopyProgress:
+    """Polls pg_stat_progress_copy of the destination backend from a second connection."""
+
+    def __init__(self, dest: NativeDB, progress: ProgressFn, interval: float = 1.0) -> None:
+        self.dest_pid = dest.backend_pid()
+        self.endpoint = dest.endpoint
+        self.progress = progress
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipekit-copy-progress", daemon=True)
+
+    def __enter__(self) -> _CopyProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            mon = NativeDB(self.endpoint, application="pipekit progress")
+        except Exception:  # noqa: BLE001 - progress is a nicety; the copy goes on without it
+            return
+        try:
+            while not self._stop.wait(self.interval):
+                row = mon.query_one(
+                    "SELECT tuples_processed FROM pg_stat_progress_copy WHERE pid = %s", (self.dest_pid,)
+                )
+                if row is not None:
+                    self.progress(int(row[0]))
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            mon.close()
+
+
+def _pg_to_pg(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    d = dest.dialect
+    binary = all(
+        s.type == c.type for s, c in zip(req.source_columns, req.staging_columns, strict=True)
+    )
+    fmt = " (FORMAT BINARY)" if binary else ""
+    cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
+    out_sql = f"COPY ({req.sql.strip().rstrip(';')}) TO STDOUT{fmt}"
+    in_sql = f"COPY {d.table(req.staging)} ({cols}) FROM STDIN{fmt}"
+    with dest.transaction(), _CopyProgress(dest, progress):
+        scur, dcur = src.raw.cursor(), dest.raw.cursor()
+        with scur.copy(out_sql) as cout, dcur.copy(in_sql) as cin:
+            for block in cout:
+                cin.write(block)
+        rows = int(dcur.rowcount)
+        rows_copied(rows)
+    progress(rows)
+    return rows
+
+
+def _converter(kind: str, type_name: str) -> Callable[[Any], Any] | None:
+    """Python value conversion for a SQLite destination (which stores int/float/str/bytes)."""
+    if kind != "sqlite":
+        return None
+
+    def conv(v: Any) -> Any:
+        if v is None or isinstance(v, (int, float, str, bytes)):
+            return int(v) if isinstance(v, bool) else v
+        if isinstance(v, Decimal):
+            return str(v) if not v.is_nan() else "NaN"
+        if isinstance(v, dt.datetime):
+            return v.isoformat(sep=" ")
+        if isinstance(v, (dt.date, dt.time)):
+            return v.isoformat()
+        if isinstance(v, dt.timedelta):
+            return str(v)
+        if isinstance(v, (memoryview, bytearray)):
+            return bytes(v)
+        if isinstance(v, uuid.UUID):
+            return str(v)
+        if isinstance(v, (dict, list)):
+            return json.dumps(v, ensure_ascii=False, default=str)
+        return str(v)
+
+    return conv
+
+
+def _writer(dest: NativeDB, req: StageRequest) -> tuple[Callable[[list[tuple]], None], Callable[[], None]]:
+    """A batch writer into the staging table, and its closer. Called inside a transaction."""
+    d = dest.dialect
+    if dest.kind == "postgresql":
+        cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
+        cur = dest.raw.cursor()
+        cm = cur.copy(f"COPY {d.table(req.staging)} ({cols}) FROM STDIN")
+        copy = cm.__enter__()
+
+        def write(batch: list[tuple]) -> None:
+            for row in batch:
+                copy.write_row(row)
+
+        def close() -> None:
+            cm.__exit__(None, None, None)
+
+        return write, close
+    marks = ", ".join("?" for _ in req.staging_columns)
+    cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
+    stmt = f"INSERT INTO {d.table(req.staging)} ({cols}) VALUES ({marks})"
+
+    def write_sqlite(batch: list[tuple]) -> None:
+        dest.raw.executemany(stmt, batch)
+
+    return write_sqlite, lambda: None
+
+
+def _pump(rows: Iterator[tuple], dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    convs = [_converter(dest.kind, c.type) for c in req.staging_columns]
+    needs_conv = any(convs)
+    total = 0
+    last = time.monotonic()
+    with dest.transaction():
+        write, close = _writer(dest, req)
+        try:
+            batch: list[tuple] = []
+            for row in rows:
+                if needs_conv:
+                    row = tuple(c(v) if c else v for c, v in zip(convs, row, strict=True))
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    write(batch)
+                    total += len(batch)
+                    batch = []
+                    rows_copied(total)
+                    now = time.monotonic()
+                    if now - last >= 0.5:
+                        progress(total)
+                        last = now
+            if batch:
+                write(batch)
+                total += len(batch)
+        finally:
+            close()
+    progress(total)
+    rows_copied(total)
+    return total
+
+
+def _pg_to_rows(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    out_sql = f"COPY ({req.sql.strip().rstrip(';')}) TO STDOUT"
+
+    def rows() -> Iterator[tuple]:
+        cur = src.raw.cursor()
+        with cur.copy(out_sql) as cout:
+            cout.set_types([_base_type(c.type) for c in req.source_columns])
+            yield from cout.rows()
+
+    return _pump(rows(), dest, req, progress)
+
+
+def _base_type(type_text: str) -> str:
+    """'numeric(12,2)' -> 'numeric', 'character varying(20)' -> 'character varying', arrays kept."""
+    base = type_text.split("(", 1)[0].strip()
+    if type_text.endswith("[]") and not base.endswith("[]"):
+        base += "[]"
+    return base
+
+
+def _sqlite_to_any(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    def rows() -> Iterator[tuple]:
+        cur = src.raw.execute(req.sql)
+        while True:
+            chunk = cur.fetchmany(BATCH)
+            if not chunk:
+                return
+            yield from chunk
+
+    return _pump(rows(), dest, req, progress)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command (README): sets up everything on a fresh machine, then runs the whole suite.
+#   bash scripts/test.sh [pytest args...]
+# - creates .venv and installs pipekit with its dev extras
+# - installs PostgreSQL (Debian package) when missing and we are root, starts a private server
+# - runs ruff, mypy (pipekit_core) and pytest (all tests, the reliability suite included)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+  else
+    echo "PostgreSQL is not installed: sudo apt-get install -y postgresql" >&2
+    exit 1
+  fi
+fi
+export PIPEKIT_TEST_PG="$(bash scripts/pg-start.sh)"
+
+.venv/bin/ruff check pipekit_core pipekit_dagster tests bench
+.venv/bin/mypy
+.venv/bin/pytest "$@"

@@ -1,0 +1,440 @@
+"""The SQLite repository on real files: migrations, catalog, run log, locks across processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipekit_core.errors import RepositoryError
+from pipekit_core.models import Connection, Group, Hook, Module, Watermark
+from pipekit_core.repo import (
+    LATEST_VERSION,
+    LOG_CAP,
+    MIGRATIONS,
+    LockOwner,
+    Repository,
+    iso,
+    utcnow,
+)
+from pipekit_core.secrets import register_secret
+
+TABLES = {"schema_migrations", "connections", "modules", "watermarks", "hooks", "groups",
+          "run_log", "module_locks"}
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def set_heartbeat(path: Path, module: str, seconds_ago: float) -> None:
+    with raw(path) as con:
+        con.execute("UPDATE module_locks SET heartbeat_at = ? WHERE module = ?",
+                    (iso(utcnow() - timedelta(seconds=seconds_ago)), module))
+    con.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository(tmp_path / "sub" / "dir" / "pipekit.db")
+
+
+# -- migrations -----------------------------------------------------------------------------
+
+def test_fresh_migrate_creates_everything(repo: Repository) -> None:
+    assert not repo.path.parent.exists()
+    applied = repo.migrate()
+    assert applied == [name for _, name, _ in MIGRATIONS]
+    assert repo.schema_version() == LATEST_VERSION == 2
+    with raw(repo.path) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert TABLES <= tables
+        versions = con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
+        assert [(v, n) for v, n, _ in versions] == [(1, "base_schema"), (2, "run_log_options_and_columns")]
+        assert all(a for _, _, a in versions)
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_migrate_twice_is_noop(repo: Repository) -> None:
+    repo.migrate()
+    assert repo.migrate() == []
+    assert Repository(repo.path).migrate() == []
+    assert repo.schema_version() == LATEST_VERSION
+
+
+def test_upgrade_from_version_1_keeps_rows(repo: Repository) -> None:
+    assert repo.migrate(target=1) == ["base_schema"]
+    assert repo.schema_version() == 1
+    with raw(repo.path) as con:
+        cols = {r["name"] for r in con.execute("PRAGMA table_info(run_log)")}
+        assert "options" not in cols and "source_columns" not in cols
+        con.execute("""INSERT INTO run_log (module, status, "trigger", started_at, rows_staged)
+                       VALUES ('orders', 'success', 'cli', '2024-01-01T00:00:00.000+00:00', 42)""")
+    con.close()
+    fresh = Repository(repo.path)
+    assert fresh.migrate() == ["run_log_options_and_columns"]
+    assert fresh.schema_version() == 2
+    run = fresh.last_run("orders")
+    assert run is not None and run["rows_staged"] == 42 and run["options"] is None
+    fresh.update_run(run["id"], source_columns=[["id", "INTEGER"]])
+    assert fresh.get_run(run["id"])["source_columns"] == [["id", "INTEGER"]]  # type: ignore[index]
+
+
+def test_first_use_migrates(repo: Repository) -> None:
+    run_id = repo.start_run("m", trigger="cli")
+    assert repo.get_run(run_id) is not None
+    assert repo.schema_version() == LATEST_VERSION
+
+
+def test_wal_mode_on(repo: Repository) -> None:
+    repo.history()
+    with raw(repo.path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_not_a_database_is_repository_error(tmp_path: Path) -> None:
+    bad = tmp_path / "pipekit.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(RepositoryError) as e:
+        Repository(bad).migrate()
+    assert str(bad) in str(e.value) and "PIPEKIT_DB" in str(e.value)
+
+
+def test_unwritable_folder_is_repository_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(RepositoryError) as e:
+        Repository(blocker / "pipekit.db").migrate()
+    assert "PIPEKIT_DB" in str(e.value)
+
+
+def test_newer_schema_is_refused(repo: Repository) -> None:
+    repo.migrate()
+    with raw(repo.path) as con:
+        con.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x')")
+    con.close()
+    with pytest.raises(RepositoryError, match="newer"):
+        Repository(repo.path).migrate()
+
+
+# -- catalog --------------------------------------------------------------------------------
+
+@dataclass
+class FakeCatalog:
+    connections: dict = field(default_factory=dict)
+    modules: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+
+    def group_of(self, name: str) -> str | None:
+        return next((g for g, grp in self.groups.items() if name in grp.modules), None)
+
+
+def test_sync_catalog(repo: Repository) -> None:
+    register_secret("lit3ral-Pw")
+    cat = FakeCatalog(
+        connections={
+            "dw": Connection(url="postgresql://h/db", user="u", password="$DW_PASSWORD", name="dw"),
+            "src": Connection(url="jdbc:as400://x", user="u", password="lit3ral-Pw", name="src"),
+            "lite": Connection(url="sqlite:///x.db", name="lite"),
+        },
+        modules={
+            "orders": Module(name="orders", source="src", dest="dw", dest_table="public.orders",
+                             query="select * from o where ts > '{since}'", strategy="incremental",
+                             merge_key="id, line", sql="select * from o where ts > '{since}'",
+                             watermarks=[Watermark(name="since", sql="select max(ts) from public.orders",
+                                                   default="1900-01-01")],
+                             hooks=[Hook(sql="analyze public.orders"), Hook(sql="x", run_on="failure")],
+                             source_file="module_defs/orders.yaml"),
+            "items": Module(name="items", source="src", dest="dw", dest_table="items", query="select 1",
+                            enabled=False),
+        },
+        groups={"nightly": Group(modules=["orders"], schedule="0 2 * * *")},
+    )
+    repo.sync_catalog(cat)
+    with raw(repo.path) as con:
+        conns = {r["name"]: dict(r) for r in con.execute("SELECT * FROM connections")}
+        assert conns["dw"]["password_ref"] == "$DW_PASSWORD"
+        assert conns["src"]["password_ref"] == "***"
+        assert conns["lite"]["password_ref"] is None
+        dump = "\n".join(str(tuple(r)) for t in TABLES for r in con.execute(f'SELECT * FROM "{t}"'))
+        assert "lit3ral-Pw" not in dump
+        wms = con.execute("SELECT * FROM watermarks").fetchall()
+        assert [(w["module"], w["name"], w["default_value"]) for w in wms] == [("orders", "since", "1900-01-01")]
+        hooks = con.execute("SELECT run_on FROM hooks ORDER BY position").fetchall()
+        assert [h[0] for h in hooks] == ["success", "failure"]
+        grp = con.execute('SELECT * FROM "groups"').fetchone()
+        assert json.loads(grp["modules"]) == ["orders"] and grp["stop_on_failure"] == 1
+    con.close()
+    mods = {m["name"]: m for m in repo.catalog_modules()}
+    assert mods["orders"]["merge_key"] == ["id", "line"]
+    assert mods["orders"]["group"] == "nightly" and mods["items"]["group"] is None
+    assert mods["items"]["enabled"] is False and mods["orders"]["enabled"] is True
+    assert mods["orders"]["definition"]["sql"].startswith("select * from o")
+    # a second sync replaces the contents
+    repo.sync_catalog(FakeCatalog(modules={"items": cat.modules["items"]}))
+    assert [m["name"] for m in repo.catalog_modules()] == ["items"]
+    with raw(repo.path) as con:
+        assert con.execute("SELECT count(*) FROM watermarks").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM connections").fetchone()[0] == 0
+    con.close()
+
+
+# -- run log --------------------------------------------------------------------------------
+
+def test_run_log_round_trip_and_redaction(repo: Repository) -> None:
+    secret = "S3cr3t-Pa55word"
+    register_secret(secret)
+    rid = repo.start_run("orders", trigger="dagster", transport="native", dagster_run_id="abc-123",
+                         options={"full_refresh": True, "note": f"pw {secret}"})
+    run = repo.get_run(rid)
+    assert run is not None
+    assert run["status"] == "running" and run["trigger"] == "dagster" and run["transport"] == "native"
+    assert run["host"] == socket.gethostname() and run["pid"] == os.getpid()
+    assert run["options"] == {"full_refresh": True, "note": "pw ***"}
+    repo.update_run(rid, phase="stage", watermarks={"since": "2024-01-01"},
+                    phase_timings={"watermarks": 0.5}, source_sql=f"select '{secret}'",
+                    source_columns=[["id", "INTEGER"], ["name", "TEXT"]])
+    repo.append_log(rid, "starting\n")
+    repo.append_log(rid, f"connecting with -scp {secret} and password=hunter22")
+    repo.finish_run(rid, "error", error=f"boom: login failed for {secret}", rows_staged=10, row_count=None,
+                    phase_timings={"watermarks": 0.5, "stage": 1.25})
+    run = repo.get_run(rid)
+    assert run is not None
+    assert run["status"] == "error" and run["phase"] == "stage" and run["rows_staged"] == 10
+    assert run["watermarks"] == {"since": "2024-01-01"}
+    assert run["phase_timings"] == {"watermarks": 0.5, "stage": 1.25}
+    assert run["source_columns"] == [["id", "INTEGER"], ["name", "TEXT"]]
+    assert run["error"] == "boom: login failed for ***"
+    assert run["source_sql"] == "select '***'"
+    assert run["log"] == "starting\nconnecting with -scp *** and password=***\n"
+    assert run["finished_at"] >= run["started_at"] and run["duration_s"] >= 0
+    with raw(repo.path) as con:
+        dump = "\n".join(str(tuple(r)) for r in con.execute("SELECT * FROM run_log"))
+    con.close()
+    assert secret not in dump and "hunter22" not in dump
+
+
+def test_update_run_rejects_unknown_column_and_status(repo: Repository) -> None:
+    rid = repo.start_run("m", trigger="cli")
+    with pytest.raises(ValueError, match="no column"):
+        repo.update_run(rid, bogus=1)
+    with pytest.raises(ValueError, match="status"):
+        repo.finish_run(rid, "weird")
+    assert repo.get_run(rid)["status"] == "running"  # type: ignore[index]
+
+
+def test_log_is_capped_keeping_the_tail(repo: Repository) -> None:
+    rid = repo.start_run("m", trigger="cli")
+    line = "x" * 9_999
+    for i in range(120):
+        repo.append_log(rid, f"{i:04d}{line}")
+    log = repo.get_run(rid)["log"]  # type: ignore[index]
+    assert len(log) <= LOG_CAP
+    assert log.startswith("[... earlier log lines dropped ...]\n")
+    assert log.endswith(f"0119{line}\n")
+    assert "0000" + "x" not in log
+    lines = log.splitlines()[1:]
+    assert all(len(ln) == 10_003 for ln in lines)  # cut at a line boundary
+
+
+def test_history_last_run_last_success(repo: Repository) -> None:
+    assert repo.history() == [] and repo.last_run("a") is None and repo.last_success("a") is None
+    ids = []
+    for module, status in [("a", "success"), ("b", "success"), ("a", "error"), ("a", "dry_run")]:
+        rid = repo.start_run(module, trigger="cli")
+        repo.finish_run(rid, status)
+        ids.append(rid)
+    assert [r["id"] for r in repo.history()] == ids[::-1]
+    assert [r["id"] for r in repo.history("a", limit=2)] == [ids[3], ids[2]]
+    assert repo.last_run("a")["id"] == ids[3]  # type: ignore[index]
+    assert repo.last_success("a")["id"] == ids[0]  # type: ignore[index]
+    assert repo.get_run(9999) is None
+
+
+# -- locks ----------------------------------------------------------------------------------
+
+def test_lock_acquire_release_only_by_owner(repo: Repository) -> None:
+    me = LockOwner.current()
+    other = LockOwner("elsewhere", 4242, 9)
+    assert str(other) == "pid 4242 on host elsewhere (run 9)"
+    assert repo.acquire_lock("m", me).acquired
+    again = repo.acquire_lock("m", LockOwner.current())  # same process: still held
+    assert not again.acquired and again.holder is not None and again.holder.owner.pid == os.getpid()
+    res = repo.acquire_lock("m", other)
+    assert not res.acquired and res.holder is not None and res.holder.owner.host == socket.gethostname()
+    assert not repo.release_lock("m", other)
+    assert not repo.heartbeat("m", other)
+    assert repo.heartbeat("m", me)
+    rid = repo.start_run("m", trigger="cli")
+    repo.set_lock_run_id("m", me, rid)
+    lock = repo.get_lock("m")
+    assert lock is not None and lock.owner.run_id == rid
+    assert [lk.module for lk in repo.locks()] == ["m"]
+    assert repo.release_lock("m", me)
+    assert repo.get_lock("m") is None and repo.locks() == []
+    assert not repo.release_lock("m", me)
+    assert repo.acquire_lock("m", other).acquired
+
+
+def test_stale_takeover_dead_pid(repo: Repository) -> None:
+    pid = dead_pid()
+    rid = repo.start_run("m", trigger="cli")
+    repo.update_run(rid, pid=pid, phase="stage")
+    dead = LockOwner(socket.gethostname(), pid, rid)
+    assert repo.acquire_lock("m", dead).acquired
+    lock = repo.get_lock("m")
+    assert lock is not None and lock.is_stale()[0]
+    me = LockOwner.current()
+    res = repo.acquire_lock("m", me)
+    assert res.acquired and res.took_over is not None and res.took_over.owner.pid == pid
+    assert repo.get_lock("m").owner.pid == os.getpid()  # type: ignore[union-attr]
+    run = repo.get_run(rid)
+    assert run is not None and run["status"] == "error" and run["finished_at"]
+    assert run["error"].startswith(f"run died: process {pid} on host")
+    assert f"lock taken over by {me}" in run["error"]
+    assert run["phase"] == "stage"
+
+
+def test_stale_takeover_old_heartbeat(repo: Repository) -> None:
+    rid = repo.start_run("m", trigger="dagster")
+    remote = LockOwner("other-host", 1, rid)  # cannot check its pid: only the heartbeat counts
+    assert repo.acquire_lock("m", remote).acquired
+    set_heartbeat(repo.path, "m", 60)
+    assert not repo.acquire_lock("m", LockOwner.current()).acquired
+    set_heartbeat(repo.path, "m", 600)
+    res = repo.acquire_lock("m", LockOwner.current())
+    assert res.acquired and res.took_over is not None and res.took_over.owner.host == "other-host"
+    run = repo.get_run(rid)
+    assert run["status"] == "error" and "no heartbeat for 600s" in run["error"]  # type: ignore[index]
+    # the remote owner has lost it
+    assert not repo.heartbeat("m", remote) and not repo.release_lock("m", remote)
+
+
+def test_takeover_leaves_finished_runs_alone(repo: Repository) -> None:
+    rid = repo.start_run("m", trigger="cli")
+    repo.finish_run(rid, "success")
+    assert repo.acquire_lock("m", LockOwner(socket.gethostname(), dead_pid(), rid)).acquired
+    assert repo.acquire_lock("m", LockOwner.current()).took_over is not None
+    assert repo.get_run(rid)["status"] == "success"  # type: ignore[index]
+
+
+def test_force_unlock(repo: Repository) -> None:
+    assert repo.force_unlock("m") is None
+    rid = repo.start_run("m", trigger="cli")
+    owner = LockOwner("h2", 77, rid)
+    repo.acquire_lock("m", owner)
+    info = repo.force_unlock("m")
+    assert info is not None and info.owner == owner
+    assert repo.get_lock("m") is None
+    run = repo.get_run(rid)
+    assert run["status"] == "error" and run["error"] == "lock cleared by pipekit unlock"  # type: ignore[index]
+
+
+def test_mark_dead_runs(repo: Repository) -> None:
+    host = socket.gethostname()
+    pid = dead_pid()
+    # dead, lock gone, started long ago -> error
+    r1 = repo.start_run("a", trigger="cli")
+    repo.update_run(r1, pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
+    # dead, lock gone, just started -> grace period
+    r2 = repo.start_run("b", trigger="cli")
+    repo.update_run(r2, pid=pid)
+    # dead, lock held by someone else -> error
+    r3 = repo.start_run("c", trigger="cli")
+    repo.update_run(r3, pid=pid)
+    repo.acquire_lock("c", LockOwner("other", 5, None))
+    # dead, still owns its lock -> left to the stale takeover
+    r4 = repo.start_run("d", trigger="cli")
+    repo.update_run(r4, pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
+    repo.acquire_lock("d", LockOwner(host, pid, r4))
+    # alive (this process) -> untouched; other host -> untouched
+    r5 = repo.start_run("e", trigger="cli")
+    r6 = repo.start_run("f", trigger="cli")
+    repo.update_run(r6, host="far-away", pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
+    assert repo.mark_dead_runs() == 2
+    status = {r: repo.get_run(r)["status"] for r in (r1, r2, r3, r4, r5, r6)}  # type: ignore[index]
+    assert status == {r1: "error", r2: "running", r3: "error", r4: "running", r5: "running", r6: "running"}
+    assert repo.get_run(r1)["error"] == "run died without finishing (process gone)"  # type: ignore[index]
+    assert repo.mark_dead_runs() == 0
+
+
+def _contend(path: str, rounds: int, barrier, results) -> None:  # runs in a child process
+    repo = Repository(path)
+    me = LockOwner.current()
+    for i in range(rounds):
+        barrier.wait()
+        res = repo.acquire_lock(f"m{i}", me)
+        results.put((i, os.getpid(), res.acquired))
+
+
+def test_two_processes_race_for_the_lock(repo: Repository) -> None:
+    repo.migrate()
+    rounds = 40
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(str(repo.path), rounds, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in range(2 * rounds)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    winners: dict[int, list[int]] = {}
+    for i, pid, acquired in got:
+        winners.setdefault(i, [])
+        if acquired:
+            winners[i].append(pid)
+    assert len(winners) == rounds
+    assert all(len(w) == 1 for w in winners.values()), winners
+    # both processes won some rounds or not: either way each lock names its single winner
+    for i, w in winners.items():
+        assert repo.get_lock(f"m{i}").owner.pid == w[0]  # type: ignore[union-attr]
+
+
+def _first_use(path: str, barrier, results) -> None:  # runs in a child process
+    barrier.wait()
+    try:
+        repo = Repository(path)
+        repo.start_run("m", trigger="cli")
+        results.put(("ok", repo.schema_version()))
+    except Exception as e:  # reported to the parent
+        results.put(("error", repr(e)))
+
+
+def test_several_processes_create_the_same_new_repository(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    for attempt in range(2):
+        path = str(tmp_path / f"try{attempt}" / "pipekit.db")
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_first_use, args=(path, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert got == [("ok", LATEST_VERSION)] * 4
+        assert len(Repository(path).history()) == 4
+        with raw(Path(path)) as con:
+            assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+        con.close()

@@ -1,0 +1,172 @@
+"""Fixtures for the Dagster tests: a temporary DAGSTER_HOME, a real Dagster instance, and
+pipekit definitions folders in tmp_path (the shipped demo, or YAML written by the test).
+
+Definitions are built with ``build_definitions()`` *after* the environment is set (the module
+level ``pipekit_dagster.definitions.defs`` was built at import time, with whatever environment
+the test process had then).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipekit_core.demo import make_demo_data
+from pipekit_core.repo import Repository
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+@dataclass
+class PipekitEnv:
+    """A definitions folder with the demo source data, and the repository beside it."""
+
+    root: Path
+    defs: Path
+    db: Path
+
+    @property
+    def erp(self) -> Path:
+        return self.defs / "data" / "demo_erp.db"
+
+    @property
+    def dw(self) -> Path:
+        return self.defs / "data" / "demo_dw.db"
+
+    def repo(self) -> Repository:
+        return Repository(self.db)
+
+    def dw_query(self, sql: str) -> list[tuple]:
+        con = sqlite3.connect(self.dw)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def dw_tables(self) -> set[str]:
+        if not self.dw.exists():
+            return set()
+        return {r[0] for r in self.dw_query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def dw_execute(self, sql: str) -> None:
+        _execute(self.dw, sql)
+
+    def erp_execute(self, sql: str) -> None:
+        _execute(self.erp, sql)
+
+    def write(self, name: str, text: str, *, connections: bool = True) -> Path:
+        """Write a YAML file (dedented), by default after the SQLite ``erp`` and ``dw`` connections."""
+        path = self.defs / name
+        path.write_text((SQLITE_CONNECTIONS if connections else "") + textwrap.dedent(text))
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {"PIPEKIT_DEFS": str(self.defs), "PIPEKIT_DB": str(self.db)}
+
+
+def _execute(path: Path, sql: str) -> None:
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            con.execute(sql)
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as inst:
+        yield inst
+
+
+def _pipekit_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, demo_yaml: bool) -> PipekitEnv:
+    root = tmp_path / "pk"
+    defs = root / "defs"
+    if demo_yaml:
+        shutil.copytree(REPO / "module_defs", defs)
+    else:
+        defs.mkdir(parents=True)
+    make_demo_data(defs / "data")
+    env = PipekitEnv(root=root, defs=defs, db=root / "pipekit.db")
+    for k, v in env.env().items():
+        monkeypatch.setenv(k, v)
+    for k in ("PIPEKIT_CONFIG", "PIPEKIT_FAILPOINT", "PIPEKIT_SECRETS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(root)  # no stray ./pipekit.yaml
+    return env
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PipekitEnv:
+    """The shipped demo definitions, with fresh source data."""
+    return _pipekit_env(tmp_path, monkeypatch, demo_yaml=True)
+
+
+@pytest.fixture
+def blank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PipekitEnv:
+    """An empty definitions folder with the demo source data in data/ (tests write the YAML)."""
+    return _pipekit_env(tmp_path, monkeypatch, demo_yaml=False)
+
+
+SQLITE_CONNECTIONS = """
+connections:
+  erp:
+    url: jdbc:sqlite:data/demo_erp.db
+  dw:
+    url: jdbc:sqlite:data/demo_dw.db
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Asset name -> materialization metadata (raw values)."""
+    out = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.materialization
+        out[mat.asset_key.to_user_string()] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out
+
+
+def observations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    out = {}
+    for ev in result.all_events:
+        if ev.event_type_value == "ASSET_OBSERVATION":
+            obs = ev.asset_observation_data.asset_observation
+            out[obs.asset_key.to_user_string()] = {k: getattr(v, "value", v) for k, v in obs.metadata.items()}
+    return out
+
+
+def step_events(result: dg.ExecuteInProcessResult, kind: str) -> list[str]:
+    return [ev.step_key for ev in result.all_events if ev.event_type_value == kind and ev.step_key]
+
+
+def dagster_cmd(name: str) -> str:
+    path = VENV_BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} not found"
+    return found
