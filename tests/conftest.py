@@ -36,10 +36,8 @@ def _url_for(dbname: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + dbname
 
 
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; yields its libpq URL."""
-    name = "t_" + uuid.uuid4().hex[:12]
+def _fresh_database(prefix: str) -> Iterator[str]:
+    name = prefix + uuid.uuid4().hex[:12]
     with _admin_conn() as c:
         c.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -47,19 +45,18 @@ def pg_db() -> Iterator[str]:
     finally:
         with _admin_conn() as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; yields its libpq URL."""
+    yield from _fresh_database("t_")
 
 
 @pytest.fixture
 def pg_db2() -> Iterator[str]:
     """A second fresh PostgreSQL database (cross-database copies)."""
-    name = "t2_" + uuid.uuid4().hex[:12]
-    with _admin_conn() as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _url_for(name)
-    finally:
-        with _admin_conn() as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _fresh_database("t2_")
 
 
 def jdbc_url(libpq_url: str) -> str:
