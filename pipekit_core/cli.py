@@ -223,6 +223,9 @@ def _install_sigterm() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    # SIGINT too: a process started with SIGINT ignored (a background job of a script, some CI
+    # runners) would otherwise not cancel on `kill -INT`.
+    signal.signal(signal.SIGINT, handler)
 
 
 @main.command()

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pipekit_core.sql.dialects import Dialect, TableName, get_dialect
-
 from pipekit_core.errors import ConfigError, TransientError, TransportError
 from pipekit_core.models import Connection
 from pipekit_core.secrets import redact
+from pipekit_core.sql.dialects import Dialect, TableName, get_dialect
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class NativeDB:
     Every PostgreSQL session uses ``TimeZone=UTC``.
     """
 
-    def __init__(self, endpoint: Endpoint, *, application: str = "pipekit") -> None:
+    def __init__(self, endpoint: Endpoint, *, application: str = "pipekit", create: bool = False) -> None:
         self.endpoint = endpoint
         self.kind = endpoint.kind
         self.dialect = endpoint.dialect
@@ -123,6 +122,9 @@ class NativeDB:
             path = endpoint.sqlite_path()
             if not path.parent.exists():
                 raise ConfigError(f"connection '{endpoint.name}': folder {path.parent} does not exist")
+            if not create and not path.exists():
+                # Reading (resolvers, dry runs, probes) must not leave an empty database file behind.
+                raise ConfigError(f"connection '{endpoint.name}': SQLite database {path} does not exist")
             self.raw = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
             self.raw.execute("PRAGMA busy_timeout = 60000")
         else:

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipekit_core.errors import UnknownModuleError
 from pipekit_core.models import PLACEHOLDER_RE, Connection, Group, Module
+from pipekit_core.sql.dialects import parse_table_name
 
 TOP_LEVEL_KEYS = ("connections", "modules", "groups")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,7 +51,15 @@ class Problem:
             parts.append(f"module '{self.module}'")
         if self.field is not None:
             parts.append(f"field '{self.field}'")
-        return ": ".join(parts + [self.message])
+        return one_line(": ".join(parts + [self.message]))
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (line breaks, tabs, NUL, ...) shown as escapes, so that a
+    name or key from a file can never split a problem over lines or hide part of it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -393,6 +402,7 @@ class _Loader:
                 self.fail(it, ["deps", i], f"unknown dep '{dep}'{_did_you_mean(dep, defined)}")
         if m.schedule is not None and not croniter.is_valid(m.schedule):
             self.fail(it, ["schedule"], f"'{m.schedule}' is not a valid cron expression")
+        self.check_names(it, dst)
         if m.name in _RESERVED_NAMES:  # pipekit_all_job runs every module
             self.fail(it, ["name"], f"the module name '{m.name}' is reserved")
         for i, w in enumerate(m.watermarks):
@@ -406,6 +416,25 @@ class _Loader:
                 hint = (f"; merge_key uses destination names: '{src_of[key]}'" if key in src_of
                         else f"; destination columns: {', '.join(targets)}")
                 self.fail(it, ["merge_key"], f"merge_key column '{key}' is not in columns{hint}")
+
+    def check_names(self, it: _Item, dst: Connection | None) -> None:
+        """dest_table parses as [schema.]table (a schema only where the destination has them);
+        merge_key and columns: names are non-empty, without NUL."""
+        m: Module = it.model
+        try:
+            table = parse_table_name(m.dest_table)
+        except ValueError as e:
+            self.fail(it, ["dest_table"], str(e))
+        else:
+            if dst is not None and dst.kind == "sqlite" and table.schema not in (None, "main"):
+                self.fail(it, ["dest_table"], f"'{m.dest_table}': SQLite has no schemas (destination "
+                          f"'{dst.name}' is SQLite); write the table name alone, e.g. \"{table.name}\"")
+        named: list[tuple[tuple[Any, ...], str | None]] = [(("merge_key", i), k) for i, k in enumerate(m.merge_key)]
+        for i, c in enumerate(m.columns or []):
+            named += [(("columns", i, "source_name"), c.source_name), (("columns", i, "dest_name"), c.dest_name)]
+        for loc, name in named:
+            if name is not None and (not name.strip() or "\x00" in name):
+                self.fail(it, loc, f"column name {name!r} is empty or has a NUL character")
 
     def read_sql(self, it: _Item) -> None:
         m: Module = it.model

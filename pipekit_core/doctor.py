@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from pipekit_core.config import load_settings
-from pipekit_core.errors import PipekitError
+from pipekit_core.errors import JrunnerError, PipekitError, RunCancelled
 from pipekit_core.secrets import Secrets, redact
+
+JRUNNER_PROBE_TIMEOUT = 60.0  # seconds a jrunner probe may take before doctor reports it as hanging
 
 
 def run_doctor(say: Callable[[str], None]) -> bool:
@@ -59,25 +63,56 @@ def run_doctor(say: Callable[[str], None]) -> bool:
 
         check(f"secrets of connection '{name}'", secrets_ok)
 
-    needs_jrunner = any(not c.has_native_driver for c in cat.connections.values()) or s.transport == "jrunner" or any(
-        m.transport == "jrunner" for m in cat.modules.values()
-    )
+    from pipekit_core.engine import Engine
+    from pipekit_core.transport.base import CancelScope, TransportContext, get_transport
+
+    eng = Engine(settings=s, catalog=cat)
+    # Connections jrunner would open: those without a native driver, and every connection of a
+    # module whose transport resolves to jrunner (source, destination, resolver connections).
+    jr_conns = {n for n, c in cat.connections.items() if not c.has_native_driver and c.kind != "sqlite"}
+    jr_modules = []
+    for m in cat.modules.values():
+        wanted = m.transport or s.transport
+        src = cat.connections.get(m.source)
+        if wanted == "jrunner" or (wanted == "auto" and src is not None and not src.has_native_driver):
+            jr_modules.append(m.name)
+            for n in (m.source, m.dest, *(w.connection or m.dest for w in m.watermarks)):
+                if n in cat.connections and cat.connections[n].kind != "sqlite":
+                    jr_conns.add(n)
 
     def jrunner() -> str:
         if s.jrunner:
-            return f"found at {s.jrunner}"
-        if needs_jrunner:
-            raise PipekitError(f"'{s.jrunner_setting}' not found; set PIPEKIT_JRUNNER or 'jrunner' in pipekit.yaml")
-        return f"not found ('{s.jrunner_setting}'), not needed: every source has a native driver"
+            used = f"used by {len(jr_modules)} module(s)" if jr_modules else "no module uses it"
+            return f"found at {s.jrunner} ({used})"
+        if jr_conns or jr_modules:
+            raise PipekitError(
+                f"'{s.jrunner_setting}' not found, but {len(jr_modules)} module(s) and {len(jr_conns)} connection(s) "
+                "need it; set PIPEKIT_JRUNNER or 'jrunner' in pipekit.yaml"
+            )
+        return f"not found ('{s.jrunner_setting}'), not needed: no module uses it"
 
     check("jrunner", jrunner)
 
-    from pipekit_core.engine import Engine
-    from pipekit_core.transport.base import TransportContext, get_transport
-
-    eng = Engine(settings=s, catalog=cat)
     native = get_transport("native", TransportContext())
-    jr = get_transport("jrunner", TransportContext(jrunner=s.jrunner)) if s.jrunner else None
+
+    def jrunner_probe(ep: Any, kind: str) -> str:
+        probe = "SELECT 1 FROM SYSIBM.SYSDUMMY1" if kind in ("as400", "db2") else "SELECT 1"
+        scope = CancelScope()
+        timer = threading.Timer(JRUNNER_PROBE_TIMEOUT, scope.cancel, args=(f"timed out after {JRUNNER_PROBE_TIMEOUT:g} s",))
+        timer.daemon = True
+        timer.start()
+        try:
+            jr = get_transport("jrunner", TransportContext(cancel=scope, jrunner=s.jrunner))
+            v = jr.query_value(ep, probe)
+        except JrunnerError as e:
+            first = next((ln.strip() for ln in e.last_lines if ln.strip()), "no output")
+            raise PipekitError(f"jrunner {probe} failed (exit code {e.exit_code}): {first}") from None
+        except RunCancelled:
+            raise PipekitError(f"jrunner {probe} did not answer within {JRUNNER_PROBE_TIMEOUT:g} s") from None
+        finally:
+            timer.cancel()
+        return f"jrunner {probe} -> {v}"
+
     for name, conn in cat.connections.items():
         def answers(name=name, conn=conn) -> str:  # noqa: ANN001
             ep = eng.endpoint(name)
@@ -88,10 +123,12 @@ def run_doctor(say: Callable[[str], None]) -> bool:
                         return f"{ep.sqlite_path()} does not exist yet (created on first use)"
                 v = native.query_value(ep, "SELECT 1")
                 parts.append(f"native SELECT 1 -> {v}")
-            if jr is not None and conn.kind != "sqlite":
-                probe = "SELECT 1 FROM SYSIBM.SYSDUMMY1" if conn.kind in ("as400", "db2") else "SELECT 1"
-                v = jr.query_value(ep, probe)
-                parts.append(f"jrunner {probe} -> {v}")
+            if name in jr_conns:
+                if not s.jrunner:
+                    raise PipekitError(
+                        f"{'; '.join(parts) + '; ' if parts else ''}jrunner is needed for this connection but not found"
+                    )
+                parts.append(jrunner_probe(ep, conn.kind))
             if not parts:
                 raise PipekitError(f"no native driver for {conn.kind} and jrunner is not configured")
             return "; ".join(parts)

@@ -179,6 +179,7 @@ class Engine:
     def choose_transport(self, module: Module) -> tuple[str, str]:
         """(transport name, why) for a module: its setting, else the global one."""
         src = self.catalog.connection(module.source)
+        dst_kind = self.catalog.connection(module.dest).kind
         wanted = module.transport or self.settings.transport
         where = "module setting" if module.transport else "global setting"
         if wanted == "native":
@@ -188,6 +189,8 @@ class Engine:
                     "set transport: jrunner (or auto) and configure jrunner"
                 )
             return "native", f"transport: native ({where})"
+        if wanted == "jrunner" and not module.transport and "sqlite" in (src.kind, dst_kind):
+            return "native", "global transport jrunner, but SQLite connections always use native"
         if wanted == "jrunner":
             if src.kind == "sqlite":
                 raise TransportError(f"module '{module.name}': jrunner has no SQLite driver; use transport: native")
@@ -361,9 +364,12 @@ class ModuleRun:
         failpoints.hit("before_resolve")
         mod = self.module
         strategy = "full" if (self.options.full_refresh and mod.strategy == "incremental") else mod.strategy
-        with NativeDB(self.dest_ep, application=f"pipekit plan {mod.name}") as dest:
-            dest_exists = dest.table_exists(self.dest_table)
-            dest_cols = dest.table_columns(self.dest_table) if dest_exists else []
+        if self.dest_ep.kind == "sqlite" and not self.dest_ep.sqlite_path().exists():
+            dest_exists, dest_cols = False, []  # a new SQLite file: created by the merge, not by planning
+        else:
+            with NativeDB(self.dest_ep, application=f"pipekit plan {mod.name}") as dest:
+                dest_exists = dest.table_exists(self.dest_table)
+                dest_cols = dest.table_columns(self.dest_table) if dest_exists else []
         overrides = dict(self.options.watermark_overrides)
         unknown = sorted(set(overrides) - {w.name for w in mod.watermarks})
         if unknown:
@@ -452,7 +458,11 @@ class ModuleRun:
             if self.dest_ep.kind == "sqlite":
                 stage_type = ""  # no affinity: values are kept exactly as copied
             elif src_kind == "postgresql" and self.dest_ep.kind == "postgresql" and not (spec and spec.dest_type):
-                stage_type = sc.type
+                # The source's own type (binary COPY) unless pipekit does not know it (an enum,
+                # a domain, an extension type): the destination may not have it, so stage as the
+                # existing destination column's type, else as the mapped type (text).
+                unknown = mapped in ("text", "text[]") and sc.type not in ("text", "text[]")
+                stage_type = ({n: t for n, t, _ in dest_cols}.get(name) or mapped) if unknown else sc.type
             else:
                 stage_type = dest_type
             staging_cols.append(ColumnDef(name, stage_type))
@@ -511,12 +521,12 @@ class ModuleRun:
         t0 = self._enter("stage")
         plan = self.plan_
         src_ep = self.engine.endpoint(self.module.source)
-        with NativeDB(self.dest_ep, application=f"pipekit stage {self.module.name}") as dest:
+        with NativeDB(self.dest_ep, application=f"pipekit stage {self.module.name}", create=True) as dest:
             token = self.cancel.register(dest.cancel)
             try:
                 with dest.transaction():
                     for stmt in plan.staging_ddl:
-                        dest.execute(stmt)
+                        _execute_ddl(dest, stmt)
                 self._staging_created = True
                 failpoints.hit("after_staging_created")
                 self.cancel.check()
@@ -538,8 +548,14 @@ class ModuleRun:
                 )
                 rows_read = self.transport().stage(req, dest, progress)
                 self.cancel.check()
-                staged = int(dest.query_one(dest.dialect.count_sql(self.staging))[0])  # type: ignore[index]
-                analyze = dest.dialect.analyze_sql(self.staging)
+                if rows_read is not None and self.result.transport == "native":
+                    staged = rows_read  # the native transport counts exactly what it wrote to the new table
+                else:
+                    staged = int(dest.query_one(dest.dialect.count_sql(self.staging))[0])  # type: ignore[index]
+                # Statistics matter only where the merge joins staging to the destination (the
+                # incremental delete); a full or append merge reads staging once. ANALYZE of a
+                # 1M-row staging table took 1-2 s here.
+                analyze = dest.dialect.analyze_sql(self.staging) if plan.strategy == "incremental" else None
                 if analyze:
                     dest.execute(analyze)
             finally:
@@ -559,7 +575,7 @@ class ModuleRun:
         plan = self.plan_
         mod = self.module
         b = MergeBuilder(self.dest_ep.dialect)
-        with NativeDB(self.dest_ep, application=f"pipekit merge {mod.name}") as dest:
+        with NativeDB(self.dest_ep, application=f"pipekit merge {mod.name}", create=True) as dest:
             token = self.cancel.register(dest.cancel)
             try:
                 if plan.strategy == "incremental":
@@ -576,7 +592,7 @@ class ModuleRun:
                 deleted = inserted = 0
                 with dest.transaction():
                     for stmt in plan.create_table_sql:
-                        dest.execute(stmt)
+                        _execute_ddl(dest, stmt)
                     if plan.strategy == "full" and not mod.allow_empty and plan.dest_exists:
                         staged_any = dest.query_one(b.nonempty_sql(self.staging))
                         dest_any = dest.query_one(b.nonempty_sql(self.dest_table))
@@ -615,7 +631,7 @@ class ModuleRun:
         failpoints.hit("before_hook", i)
         self.emit("log", f"{label} ({hook.run_on}): {hook.sql.strip().splitlines()[0][:120]}")
         try:
-            with NativeDB(ep, application=f"pipekit hook {self.module.name}") as db:
+            with NativeDB(ep, application=f"pipekit hook {self.module.name}", create=True) as db:
                 token = self.cancel.register(db.cancel)
                 try:
                     if db.kind == "sqlite":  # sqlite3's execute() takes one statement only
@@ -729,6 +745,25 @@ class _Redacted(Exception):
         super().__init__(redact(str(cause) or type(cause).__name__))
         self.transient = bool(getattr(cause, "transient", False)) or is_transient_db_error(cause)
         self.original = cause
+
+
+def _execute_ddl(dest: NativeDB, stmt: str) -> None:
+    """Run one DDL statement inside the caller's transaction.
+
+    Parallel first runs race to create the same schema: PostgreSQL fails the loser's
+    CREATE SCHEMA IF NOT EXISTS with a unique violation once the winner commits. That loss is
+    not an error (the schema exists now): the statement runs in a savepoint and the race is
+    swallowed, the transaction goes on.
+    """
+    if dest.kind != "postgresql" or not stmt.lstrip().upper().startswith("CREATE SCHEMA"):
+        dest.execute(stmt)
+        return
+    try:
+        with dest.raw.transaction():  # a savepoint
+            dest.execute(stmt)
+    except Exception as e:
+        if getattr(getattr(e, "diag", None), "constraint_name", None) != "pg_namespace_nspname_index":
+            raise
 
 
 def _is_cancel(exc: BaseException) -> bool:

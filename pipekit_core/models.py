@@ -109,7 +109,7 @@ class SensorSpec(_Strict):
 
 class Retries(_Strict):
     max: int = Field(default=0, ge=0, le=100)
-    delay: float = Field(default=30, ge=0)
+    delay: float = Field(default=30, ge=0, allow_inf_nan=False)
 
 
 class Module(_Strict):
@@ -132,7 +132,7 @@ class Module(_Strict):
     deps: list[str] = Field(default_factory=list)
     transport: TransportName | None = None
     retries: Retries | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     enabled: bool = True
     description: str | None = None
 

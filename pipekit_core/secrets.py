@@ -75,7 +75,7 @@ class Secrets:
         if self._file is None:
             if self.path.exists():
                 try:
-                    raw = dotenv_values(self.path)
+                    raw = dotenv_values(self.path, interpolate=False)  # a value is taken as written
                 except OSError as e:
                     raise SecretError(f"cannot read secrets file {self.path}: {e.strerror}") from None
                 self._file = {k: v for k, v in raw.items() if v is not None}

@@ -239,7 +239,16 @@ def map_type(source_kind: str, dest_kind: str, source_type: str) -> str:
     pg = _pg_type(source_type)[0] if src == "postgresql" else _generic_to_pg(src, source_type)
     if dst == "postgresql":
         return pg
-    return _SQLITE_OF_CLASS[_pg_type(pg)[1]]
+    cls = _pg_type(pg)[1]
+    if cls == _NUM and not _fits_sqlite_real(pg):
+        return "TEXT"  # SQLite's NUMERIC keeps ~15 digits: the exact digits go in as text
+    return _SQLITE_OF_CLASS[cls]
+
+
+def _fits_sqlite_real(numeric_type: str) -> bool:
+    """numeric(p[,s]) with p <= 15: every value fits a 64-bit float exactly (DBL_DIG is 15)."""
+    m = re.match(r"^numeric\((\d+)(?:,-?\d+)?\)$", numeric_type.replace(" ", ""))
+    return m is not None and int(m[1]) <= 15
 
 
 _DOC_SAMPLES: list[tuple[str, list[str]]] = [
@@ -279,10 +288,11 @@ def _build_doc() -> str:
             lines.append(f"| {kind} | {shown} | `{pg}` | {f'`{lite}`' if lite else '(none)'} |")
     lines += [
         "",
-        "Notes: SQLite has no exact decimal type; a `numeric` column becomes `NUMERIC`, which",
-        "stores values as 64-bit floats (about 15 significant digits), so larger precision is",
-        "lost. Booleans become 0/1. Unrecognised types (enums, domains, composite types) become",
-        "text. Declare `columns:` with `dest_type` to choose another type.",
+        "Notes: SQLite has no exact decimal type. `numeric(p,s)` with p <= 15 becomes `NUMERIC`",
+        "(64-bit floats hold 15 significant digits exactly); wider or unconstrained `numeric`",
+        "becomes `TEXT` holding the exact digits. Booleans become 0/1. Unrecognised types",
+        "(enums, domains, composite types) become text. Declare `columns:` with `dest_type` to",
+        "choose another type. What each type carries exactly is in docs/fidelity.md.",
     ]
     return "\n".join(lines)
 

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipekit_core.sql.dialects import ColumnDef, TableName
-
 from pipekit_core.db import Endpoint, NativeDB
 from pipekit_core.errors import RunCancelled
+from pipekit_core.sql.dialects import ColumnDef, TableName
 
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[int], None]
@@ -42,6 +41,8 @@ class StageRequest:
     staging_columns: list[ColumnDef]
     source_columns: list[SourceColumn]
     timeout: float | None = None
+    # jrunner only: pass -b (bulk load)? None = decide (PIPEKIT_JRUNNER_BULK, else the dest kind).
+    bulk: bool | None = None
 
 
 class CancelScope:

@@ -1,17 +1,28 @@
 """The jrunner transport: the original pipekit's Java JDBC command line, run safely.
 
-- Resolvers and probes run in query mode (``-scu -scn -scp -sq FILE``): CSV with a header on
-  stdout; the first field of the first data row is the value ("" or no row = no value).
-- Staging runs in migration mode (``... -dcu -dcn -dcp -dt STAGING``), with ``-b`` when the
-  destination is PostgreSQL or SQL Server. jrunner loads by position, so the engine creates the
-  staging table with the query's columns in the query's order.
-- The process is started from an argument list (no shell), in its own process group, with a
-  parent-death signal so it cannot outlive a killed pipekit; its process group id is also
-  written to a file so the next run ends a survivor before starting. stdout and stderr are
-  read line by line as they come; carriage-return progress ticks become progress events.
-- Cancel / timeout: SIGTERM to the whole group, SIGKILL after a grace period.
-- A non-zero exit, or an exception trace on stderr, raises :class:`JrunnerError` with the exit
-  code, the last output lines and the command with passwords masked.
+- Resolvers and probes run in query mode (``-scu -scn -scp -f csv -sq FILE``): CSV with a
+  header on stdout; the first field of the first data row is the value (an empty field or no
+  row = no value, so the watermark's default applies).
+- Staging runs in migration mode (``... -dcu -dcn -dcp -dt STAGING``). jrunner loads by
+  position, so the engine creates the staging table with the query's columns in the query's
+  order (destination names); the merge then maps staging to the destination by name.
+- ``-b`` (bulk: COPY on PostgreSQL, bulk copy on SQL Server) is given when the destination is
+  PostgreSQL or SQL Server. Two overrides, for tests and for destinations where COPY is not
+  allowed: ``StageRequest.bulk`` (True/False) for one call, and the environment variable
+  ``PIPEKIT_JRUNNER_BULK=auto|on|off`` for a whole process (``off`` = jrunner's INSERT path).
+- The SQL goes to jrunner in a temporary file (``pipekit-*.sql``, mode 0600), removed in a
+  ``finally`` block; a file left by a killed pipekit is removed by the module's next run.
+- The process is started from an argument list (no shell), in its own session / process
+  group, with a parent-death signal (SIGKILL) so it cannot outlive a pipekit killed outright.
+  For tools that fork (a wrapper script starting ``java``), staging also records the group id
+  and a random token (put in the child's environment) in ``<state_dir>/jrunner-<module>.json``;
+  the module's next run kills processes of that group that carry the token, and nothing else.
+- stdout and stderr are read as they come, line by line; carriage-return progress ticks
+  (``\\rrows: 10000``) become progress events, not log lines. Every line is redacted.
+- Cancel / timeout: SIGTERM to the whole group, SIGKILL after :data:`GRACE_SECONDS`.
+- A non-zero exit, or an exception trace on stderr (even with exit 0), raises
+  :class:`JrunnerError` with the exit code, the last output lines and the command with
+  passwords masked.
 """
 
 from __future__ import annotations
@@ -19,28 +30,34 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import re
+import secrets as _secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO
 
 from pipekit_core.db import Endpoint, NativeDB
 from pipekit_core.errors import JrunnerError, RunCancelled, TransportError
+from pipekit_core.failpoints import row_watch
 from pipekit_core.secrets import redact, register_secret
 from pipekit_core.sql.dialects import get_dialect
-from pipekit_core.transport.base import ProgressFn, SourceColumn, StageRequest, Transport
+from pipekit_core.transport.base import CancelScope, ProgressFn, SourceColumn, StageRequest, Transport
 
 GRACE_SECONDS = 5.0
 BULK_KINDS = frozenset({"postgresql", "sqlserver"})
-TRACE_RE = re.compile(r"(^Exception in thread )|(^\s+at [\w$.<>]+\()|(^[\w$.]+(Exception|Error)(: |$))")
-ROWS_RE = re.compile(r"(\d[\d,]*)")
+BULK_ENV = "PIPEKIT_JRUNNER_BULK"
+TOKEN_ENV = "PIPEKIT_JRUNNER_TOKEN"
+KEEP_LIMIT = 8 * 1024 * 1024  # query mode: bytes of stdout kept (header + first row is all we use)
+TRACE_RE = re.compile(r"(^Exception in thread )|(^\s+at [\w$.<>/]+\()|(^([\w$]+\.)+[\w$]*(Exception|Error)(: |$))|(^Caused by: )")
+INT_RE = re.compile(r"\d[\d,]*")
 PR_SET_PDEATHSIG = 1
 
 
@@ -55,14 +72,16 @@ def jdbc_url(ep: Endpoint) -> str:
     return "jdbc:" + url
 
 
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # noqa: BLE001 - not Linux: the pgid file covers it
-        pass
+def bulk_setting(env: Mapping[str, str] | None = None) -> bool | None:
+    """``PIPEKIT_JRUNNER_BULK``: True (on), False (off) or None (auto / unset)."""
+    raw = (os.environ if env is None else env).get(BULK_ENV, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise TransportError(f"{BULK_ENV}={raw!r} is not understood; use auto, on or off")
 
 
 def mask_command(args: list[str]) -> str:
@@ -75,8 +94,102 @@ def mask_command(args: list[str]) -> str:
     return redact(" ".join(shown))
 
 
+_prctl: Callable[..., int] | None = None
+_prctl_looked_up = False
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A preexec function that makes the child get SIGKILL when this process dies (Linux).
+
+    libc's ``prctl`` is looked up here, in the parent: nothing may be imported between fork
+    and exec in a process with threads.
+    """
+    global _prctl, _prctl_looked_up
+    if not sys.platform.startswith("linux"):
+        return None
+    if not _prctl_looked_up:
+        _prctl_looked_up = True
+        try:
+            import ctypes
+
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):  # no libc prctl: the survivor file still covers it
+            _prctl = None
+    prctl = _prctl
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+# -- survivors of a pipekit killed outright ------------------------------------------------------
+
+
+def _proc_pgid_and_environ(pid: int) -> tuple[int, bytes] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pgid = int(stat.rsplit(")", 1)[1].split()[2])
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pgid, environ
+
+
+def kill_tagged_group(pgid: int, token: str) -> list[int]:
+    """SIGKILL every process of group ``pgid`` whose environment carries our ``token``.
+
+    The token makes a reused process-group id harmless: only processes we started match.
+    Returns the pids signalled (Linux /proc; elsewhere nothing is done).
+    """
+    marker = f"{TOKEN_ENV}={token}".encode()
+    killed: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return killed
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        info = _proc_pgid_and_environ(int(entry))
+        if info is None or info[0] != pgid or marker not in info[1].split(b"\0"):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(entry), signal.SIGKILL)
+            killed.append(int(entry))
+    return killed
+
+
+def end_survivor(state_file: Path, log: Callable[[str], None]) -> None:
+    """Clean up after a pipekit process killed during a jrunner load of this module."""
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        killed = kill_tagged_group(int(data["pgid"]), str(data["token"]))
+        if killed:
+            log(f"ended jrunner process(es) {killed} left by an earlier run that was killed")
+        sql_file = data.get("sql_file")
+        if sql_file and Path(sql_file).name.startswith("pipekit-"):
+            with contextlib.suppress(OSError):
+                os.unlink(sql_file)
+    except (KeyError, TypeError, ValueError):
+        pass
+    with contextlib.suppress(OSError):
+        state_file.unlink()
+
+
+# -- one invocation ------------------------------------------------------------------------------
+
+
 class JrunnerProcess:
-    """One jrunner invocation, streamed and stoppable (after dagster-dbt's DbtCliInvocation)."""
+    """One jrunner invocation, streamed and stoppable."""
 
     def __init__(
         self,
@@ -84,119 +197,184 @@ class JrunnerProcess:
         *,
         log: Callable[[str], None],
         on_tick: Callable[[str], None] | None = None,
-        pgid_file: Path | None = None,
+        keep_stdout: bool = False,
+        state_file: Path | None = None,
+        sql_file: str | None = None,
+        on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.args = args
         self.command = mask_command(args)
         self.log = log
         self.on_tick = on_tick
-        self.pgid_file = pgid_file
-        self.stdout_lines: list[str] = []
+        self.on_poll = on_poll  # called on the waiting thread (the after_rows fault point)
+        self.keep_stdout = keep_stdout
+        self.state_file = state_file
+        self.sql_file = sql_file
+        self.stdout = bytearray()  # query mode only
+        self.stdout_truncated = False
         self.tail: deque[str] = deque(maxlen=40)
         self.trace_seen = False
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopped_reason: str | None = None
+        self._stop_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     def start(self) -> None:
+        token = _secrets.token_hex(12)
         env = dict(os.environ)
-        self.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-            env=env,
-        )
-        if self.pgid_file is not None:
+        env[TOKEN_ENV] = token
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own session and process group (pgid == pid)
+                preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - only calls prctl
+                env=env,
+                close_fds=True,
+            )
+        except OSError as e:
+            raise TransportError(f"cannot start jrunner ({self.args[0]}): {e.strerror or e}") from None
+        if self.state_file is not None:
             with contextlib.suppress(OSError):
-                self.pgid_file.parent.mkdir(parents=True, exist_ok=True)
-                self.pgid_file.write_text(str(self.proc.pid))
+                self.state_file.parent.mkdir(parents=True, exist_ok=True)
+                self.state_file.write_text(
+                    json.dumps({"pgid": self.proc.pid, "token": token, "sql_file": self.sql_file})
+                )
 
-    def _read(self, stream: io.BufferedReader, is_err: bool, keep: bool) -> None:
+    # -- output ------------------------------------------------------------------------------
+    def _read(self, stream: IO[bytes], is_err: bool) -> None:
+        read = getattr(stream, "read1", stream.read)
+        if self.keep_stdout and not is_err:
+            while chunk := read(65536):
+                room = KEEP_LIMIT - len(self.stdout)
+                if room > 0:
+                    self.stdout += chunk[:room]
+                if len(chunk) > room:
+                    self.stdout_truncated = True
+            return
         buf = b""
+        after_cr = False  # the text now in buf follows a carriage return: a progress tick
+        shown: str | None = None  # a tick reported before its terminator arrived
         while True:
-            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
-            if not chunk:
-                break
+            chunk = read(65536)
+            eof = not chunk
             buf += chunk
             while True:
-                idx_n, idx_r = buf.find(b"\n"), buf.find(b"\r")
-                cands = [i for i in (idx_n, idx_r) if i >= 0]
+                i_n, i_r = buf.find(b"\n"), buf.find(b"\r")
+                cands = [i for i in (i_n, i_r) if i >= 0]
                 if not cands:
                     break
                 i = min(cands)
+                if i == i_r and i == len(buf) - 1 and not eof:
+                    break  # a lone \r at the end: wait, it may be half of \r\n
                 piece, sep = buf[:i], buf[i : i + 1]
                 buf = buf[i + 1 :]
                 if sep == b"\r" and buf[:1] == b"\n":  # \r\n is a plain line end
                     buf = buf[1:]
                     sep = b"\n"
-                self._piece(piece.decode("utf-8", "replace"), sep == b"\r", is_err, keep)
+                text = piece.decode("utf-8", "replace")
+                is_tick = after_cr or sep == b"\r"
+                if not (is_tick and shown is not None and text.strip() == shown):
+                    self._piece(text, is_tick, is_err)
+                shown = None
+                after_cr = sep == b"\r"
+            if eof:
+                break
+            if after_cr and buf:  # a tick flushed without a terminator: report it now
+                text = buf.rstrip(b"\r").decode("utf-8", "replace").strip()
+                if text and text != shown:
+                    self._piece(text, True, is_err)
+                    shown = text
         if buf:
-            self._piece(buf.decode("utf-8", "replace"), False, is_err, keep)
+            text = buf.decode("utf-8", "replace")
+            if not (after_cr and text.strip() == shown):
+                self._piece(text, after_cr, is_err)
 
-    def _piece(self, text: str, is_tick: bool, is_err: bool, keep: bool) -> None:
+    def _piece(self, text: str, is_tick: bool, is_err: bool) -> None:
         if is_tick:
             if text.strip() and self.on_tick is not None:
                 self.on_tick(redact(text.strip()))
             return
         if is_err and TRACE_RE.search(text):
             self.trace_seen = True
-        if keep and not is_err:
-            self.stdout_lines.append(text)
-            return
         line = redact(text)
         self.tail.append(line)
         if line.strip():
             self.log(("jrunner stderr: " if is_err else "jrunner: ") + line)
 
+    # -- lifetime ----------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
         """SIGTERM to the whole process group, SIGKILL after the grace period."""
-        self._stopped_reason = reason
+        with self._stop_lock:
+            if self._stopped_reason is None:
+                self._stopped_reason = reason
         proc = self.proc
         if proc is None or proc.poll() is not None:
+            self._kill_group()
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + GRACE_SECONDS
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=GRACE_SECONDS)
+        self._kill_group()
 
-    def run(self, *, keep_stdout: bool = False, cancel_register: Callable | None = None, cancel_unregister: Callable | None = None) -> int:
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left in the group (a wrapper's java child, say)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def run(self, cancel: CancelScope | None = None) -> int:
         """Start, stream until exit, raise on failure. Returns the exit code (0)."""
         self.start()
-        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        token = cancel_register(lambda: self.stop("cancelled")) if cancel_register else None
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        token = cancel.register(lambda: self.stop("cancelled")) if cancel is not None else None
         readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, False, keep_stdout), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, True, False), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stdout, False), name="jrunner-stdout", daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, True), name="jrunner-stderr", daemon=True),
         ]
-        for t in readers:
-            t.start()
         try:
-            while self.proc.poll() is None:
-                time.sleep(0.05)
+            for t in readers:
+                t.start()
+            if cancel is not None and cancel.cancelled:  # cancelled before we registered
+                self.stop("cancelled")
+            while True:
+                if self.on_poll is not None:
+                    self.on_poll()
+                try:
+                    proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
             for t in readers:
                 t.join(timeout=10)
+            if self.on_poll is not None:
+                self.on_poll()
         except BaseException:
             self.stop("interrupted")
             raise
         finally:
-            if token is not None and cancel_unregister is not None:
-                cancel_unregister(token)
-            if self.proc.poll() is None:
+            if token is not None and cancel is not None:
+                cancel.unregister(token)
+            if proc.poll() is None:
                 self.stop("cleanup")
-            # Whatever else the group started must not survive us either.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            if self.pgid_file is not None:
+            self._kill_group()
+            for s in (proc.stdout, proc.stderr):
                 with contextlib.suppress(OSError):
-                    self.pgid_file.unlink()
-        code = self.proc.returncode
-        if self._stopped_reason == "cancelled":
-            raise RunCancelled(f"jrunner stopped ({self.command})")
+                    s.close()
+            if self.state_file is not None:
+                with contextlib.suppress(OSError):
+                    self.state_file.unlink()
+        code = proc.returncode
+        if self._stopped_reason == "cancelled" or (cancel is not None and cancel.cancelled):
+            reason = (cancel.reason if cancel is not None else None) or "cancelled"
+            raise RunCancelled(f"jrunner stopped: {reason}")
         if code != 0:
             raise JrunnerError("jrunner failed", exit_code=code, command=self.command, last_lines=list(self.tail))
         if self.trace_seen:
@@ -206,19 +384,7 @@ class JrunnerProcess:
         return code
 
 
-def end_survivor(pgid_file: Path, log: Callable[[str], None]) -> None:
-    """Kill a jrunner process group left by a pipekit process that was killed outright."""
-    try:
-        pgid = int(pgid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        log(f"ended jrunner process group {pgid} left by an earlier run")
-    except (ProcessLookupError, PermissionError):
-        pass
-    with contextlib.suppress(OSError):
-        pgid_file.unlink()
+# -- the transport ---------------------------------------------------------------------------------
 
 
 class JrunnerTransport(Transport):
@@ -231,31 +397,59 @@ class JrunnerTransport(Transport):
             raise TransportError("jrunner was not found; set PIPEKIT_JRUNNER or 'jrunner' in pipekit.yaml")
         return self.ctx.jrunner
 
-    def _source_args(self, ep: Endpoint) -> list[str]:
+    @staticmethod
+    def _conn_args(ep: Endpoint, role: str) -> list[str]:
         if ep.kind == "sqlite":
-            raise TransportError(f"connection '{ep.name}': jrunner has no SQLite driver; use the native transport")
+            raise TransportError(
+                f"connection '{ep.name}': SQLite connections always use the native transport, not jrunner"
+            )
         register_secret(ep.password)
-        return ["-scu", jdbc_url(ep), "-scn", ep.user or "", "-scp", ep.password or ""]
+        p = "-s" if role == "source" else "-d"
+        return [f"{p}cu", jdbc_url(ep), f"{p}cn", ep.user or "", f"{p}cp", ep.password or ""]
 
-    def _run(self, args: list[str], sql: str, *, keep_stdout: bool, on_tick: Callable[[str], None] | None = None, pgid_file: Path | None = None) -> JrunnerProcess:
+    def _run(
+        self,
+        args: list[str],
+        sql: str,
+        *,
+        keep_stdout: bool,
+        on_tick: Callable[[str], None] | None = None,
+        state_file: Path | None = None,
+        on_poll: Callable[[], None] | None = None,
+    ) -> JrunnerProcess:
+        exe = self._exe()
         fd, path = tempfile.mkstemp(prefix="pipekit-", suffix=".sql")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(sql)
-            proc = JrunnerProcess([self._exe(), *args, "-sq", path], log=self.ctx.log, on_tick=on_tick, pgid_file=pgid_file)
-            proc.run(keep_stdout=keep_stdout, cancel_register=self.ctx.cancel.register, cancel_unregister=self.ctx.cancel.unregister)
+            proc = JrunnerProcess(
+                [exe, *args, "-sq", path],
+                log=self.ctx.log,
+                on_tick=on_tick,
+                keep_stdout=keep_stdout,
+                state_file=state_file,
+                sql_file=path,
+                on_poll=on_poll,
+            )
+            proc.run(self.ctx.cancel)
             return proc
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def _query(self, ep: Endpoint, sql: str) -> list[list[str]]:
-        proc = self._run(self._source_args(ep), sql, keep_stdout=True)
-        text = "\n".join(proc.stdout_lines)
-        return list(csv.reader(io.StringIO(text)))
+    def query_rows(self, ep: Endpoint, sql: str, limit: int = 1) -> list[list[str]]:
+        """Header plus up to ``limit`` data rows of ``sql`` run in query mode."""
+        proc = self._run([*self._conn_args(ep, "source"), "-f", "csv"], sql, keep_stdout=True)
+        text = proc.stdout.decode("utf-8", "replace")
+        rows: list[list[str]] = []
+        for rec in csv.reader(io.StringIO(text, newline="")):
+            rows.append(rec)
+            if len(rows) > limit:
+                break
+        return rows
 
     def query_value(self, ep: Endpoint, sql: str) -> object | None:
-        rows = self._query(ep, sql)
+        rows = self.query_rows(ep, sql)
         if len(rows) < 2 or not rows[1]:
             return None
         value = rows[1][0]
@@ -266,30 +460,43 @@ class JrunnerTransport(Transport):
             wrapped = get_dialect(ep.kind).zero_row_wrap(sql)
         except ValueError:
             wrapped = f"SELECT * FROM (\n{sql.strip().rstrip(';')}\n) q WHERE 1=0"
-        rows = self._query(ep, wrapped)
-        if not rows:
+        rows = self.query_rows(ep, wrapped, limit=0)
+        if not rows or not rows[0]:
             raise TransportError(f"connection '{ep.name}': jrunner returned no header for the source query")
         return [SourceColumn(name, "text") for name in rows[0]]
 
+    @staticmethod
+    def use_bulk(req: StageRequest) -> bool:
+        """Whether staging passes ``-b``: the request's choice, else PIPEKIT_JRUNNER_BULK, else the dest kind."""
+        if req.bulk is not None:
+            return req.bulk
+        setting = bulk_setting()
+        if setting is not None:
+            return setting
+        return req.dest.kind in BULK_KINDS
+
     def stage(self, req: StageRequest, dest: NativeDB, progress: ProgressFn) -> int | None:
-        d = dest.dialect
-        args = self._source_args(req.source)
-        register_secret(req.dest.password)
-        args += ["-dcu", jdbc_url(req.dest), "-dcn", req.dest.user or "", "-dcp", req.dest.password or ""]
-        args += ["-dt", d.table(req.staging)]
-        if req.dest.kind in BULK_KINDS:
+        args = [*self._conn_args(req.source, "source"), *self._conn_args(req.dest, "dest")]
+        args += ["-dt", dest.dialect.table(req.staging)]
+        if self.use_bulk(req):
             args.append("-b")
-        pgid_file = self._pgid_file(req.module)
-        if pgid_file is not None:
-            end_survivor(pgid_file, self.ctx.log)
+        state_file = self._state_file(req.module)
+        if state_file is not None:
+            end_survivor(state_file, self.ctx.log)
+        self.ctx.log(f"jrunner command: {mask_command([self._exe(), *args, '-sq', '<sql file>'])}")
+
+        watch = row_watch()  # after_rows fault point: noted by the reader, fired on the waiting thread
 
         def tick(text: str) -> None:
-            m = ROWS_RE.findall(text)
+            m = INT_RE.search(text)
             if m:
-                progress(int(m[-1].replace(",", "")))
+                rows = int(m.group(0).replace(",", ""))
+                watch.note(rows)
+                progress(rows)
 
-        self._run(args, req.sql, keep_stdout=False, on_tick=tick, pgid_file=pgid_file)
+        poll = watch.fire_pending if watch.next_at is not None else None
+        self._run(args, req.sql, keep_stdout=False, on_tick=tick, state_file=state_file, on_poll=poll)
         return None  # rows come from the staging table, not from jrunner's words
 
-    def _pgid_file(self, module: str) -> Path | None:
-        return None if self.ctx.state_dir is None else self.ctx.state_dir / f"jrunner-{module}.pgid"
+    def _state_file(self, module: str) -> Path | None:
+        return None if self.ctx.state_dir is None else self.ctx.state_dir / f"jrunner-{module}.json"

@@ -24,6 +24,7 @@ from pipekit_core.repo import Repository
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
+IGNORE_DATA = shutil.ignore_patterns("data", "*.db", "*.db-*")  # the shipped YAML, without generated data
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _pipekit_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, demo_yaml: 
     root = tmp_path / "pk"
     defs = root / "defs"
     if demo_yaml:
-        shutil.copytree(REPO / "module_defs", defs)
+        shutil.copytree(REPO / "module_defs", defs, ignore=IGNORE_DATA)
     else:
         defs.mkdir(parents=True)
     make_demo_data(defs / "data")

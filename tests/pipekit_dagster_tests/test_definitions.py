@@ -13,7 +13,7 @@ import pytest
 from pipekit_core.config import load_settings
 from pipekit_dagster import PipekitModuleData, PipekitTranslator, build_definitions
 from pipekit_dagster import constants as c
-from tests.pipekit_dagster_tests.conftest import REPO, PipekitEnv, materializations
+from tests.pipekit_dagster_tests.conftest import IGNORE_DATA, REPO, PipekitEnv, materializations
 
 pytestmark = pytest.mark.dagster
 
@@ -24,7 +24,7 @@ def _files(folder: Path) -> set[Path]:
 
 def test_definitions_module_loads_the_demo_without_touching_a_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     defs_dir = tmp_path / "defs"
-    shutil.copytree(REPO / "module_defs", defs_dir)  # no data/: the SQLite source does not exist
+    shutil.copytree(REPO / "module_defs", defs_dir, ignore=IGNORE_DATA)  # no data/: the SQLite source does not exist
     monkeypatch.setenv("PIPEKIT_DEFS", str(defs_dir))
     monkeypatch.setenv("PIPEKIT_DB", str(tmp_path / "state" / "pipekit.db"))
     monkeypatch.delenv("PIPEKIT_CONFIG", raising=False)

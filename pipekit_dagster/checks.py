@@ -1,0 +1,218 @@
+"""Asset checks, and how broken definition files show up in the UI.
+
+Module checks (they touch the destination when evaluated, never at load):
+
+- ``no_duplicate_merge_keys`` (incremental modules): the destination table has no two rows with
+  the same merge key (NULL parts compare equal, as in the NULL-safe merge). ERROR when it does.
+- ``no_schema_drift`` (every module): the source query's columns, as the last successful run
+  learned them (``repo.last_success(module)['source_columns']``, renamed by ``columns:``),
+  against the destination table's columns. WARN when the source has columns the destination
+  lacks (they are not merged).
+
+Broken definitions: a file with problems does not stop the code location from loading. Each such
+file becomes a non-executable asset ``pipekit_broken_<file>`` in the group ``pipekit_problems``,
+whose description and ``pipekit/problems`` metadata list every problem (file:line: module: field:
+message), and a ``definition_valid`` check on it that fails with the same text when executed.
+Each problem is also logged as a warning when the definitions load.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the annotations of op, check and
+# sensor parameters (context, resources) when the definitions are built.
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from pipekit_core.defs import Catalog, Problem
+from pipekit_core.models import Module
+from pipekit_dagster import constants as c
+from pipekit_dagster.resources import PipekitResource
+
+if TYPE_CHECKING:
+    from pipekit_core.db import NativeDB
+    from pipekit_core.sql.dialects import TableName
+
+SAMPLE = 5
+
+
+def build_module_checks(catalog: Catalog, keys: Mapping[str, dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """The checks of every enabled module (``keys``: module name -> asset key)."""
+    out: list[dg.AssetChecksDefinition] = []
+    for mod in catalog.enabled_modules():
+        key = keys.get(mod.name)
+        if key is None:
+            continue
+        if mod.strategy == "incremental":
+            out.append(_duplicate_keys_check(mod, key))
+        out.append(_schema_drift_check(mod, key))
+    return out
+
+
+def _duplicate_keys_check(mod: Module, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    name = mod.name
+
+    @dg.asset_check(
+        asset=key,
+        name="no_duplicate_merge_keys",
+        description=f"No two rows of {mod.dest_table} share the merge key ({', '.join(mod.merge_key)}).",
+        blocking=False,
+    )
+    def _check(pipekit: PipekitResource) -> dg.AssetCheckResult:
+        from pipekit_core.sql.builders import MergeBuilder
+
+        module = pipekit.engine().module(name)
+        with _dest_db(pipekit, module) as (db, table):
+            if not db.table_exists(table):
+                return _missing_table(module)
+            sql = MergeBuilder(db.dialect).duplicate_key_sql(table, list(module.merge_key), limit=SAMPLE)
+            rows = db.query(sql)
+        shown = [
+            ", ".join(f"{k}={v!r}" for k, v in zip(module.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)" for r in rows
+        ]
+        return dg.AssetCheckResult(
+            passed=not rows,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"duplicate merge keys in {module.dest_table}: " + "; ".join(shown)) if rows else None,
+            metadata={"pipekit/duplicates": dg.MetadataValue.json(shown), c.MERGE_KEY: ", ".join(module.merge_key)},
+        )
+
+    return _check
+
+
+def _schema_drift_check(mod: Module, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    name = mod.name
+
+    @dg.asset_check(
+        asset=key,
+        name="no_schema_drift",
+        description=f"Every column of the source query (as last run) exists in {mod.dest_table}.",
+        blocking=False,
+    )
+    def _check(pipekit: PipekitResource) -> dg.AssetCheckResult:
+        engine = pipekit.engine()
+        module = engine.module(name)
+        last = engine.repo.last_success(name) or {}
+        learned = last.get("source_columns") or []
+        if not learned:
+            return dg.AssetCheckResult(
+                passed=True,
+                description="no successful run recorded yet: nothing to compare",
+                metadata={"pipekit/source_columns": dg.MetadataValue.json([])},
+            )
+        with _dest_db(pipekit, module) as (db, table):
+            if not db.table_exists(table):
+                return _missing_table(module)
+            dest_cols = db.table_columns(table)
+        source = [dest_name(module, str(col[0])) for col in learned]
+        dest_names = [n for n, _, _ in dest_cols]
+        missing = [n for n in source if n not in dest_names]
+        unfed = [n for n in dest_names if n not in source]
+        return dg.AssetCheckResult(
+            passed=not missing,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"the source query has column(s) {', '.join(missing)} that {module.dest_table} lacks; "
+                "they are not merged (add them to the table, or drop them from the query)"
+            )
+            if missing
+            else None,
+            metadata={
+                "pipekit/missing_in_destination": dg.MetadataValue.json(missing),
+                "pipekit/not_in_source": dg.MetadataValue.json(unfed),
+                "pipekit/source_columns": dg.MetadataValue.json(source),
+                "pipekit/dest_columns": dg.MetadataValue.json(dest_names),
+                c.RUN_ID: int(last.get("id") or 0),
+            },
+        )
+
+    return _check
+
+
+def dest_name(mod: Module, source_name: str) -> str:
+    """A source column's name in the destination (``columns:`` renaming, as the engine does it)."""
+    specs = {s.source_name: s for s in (mod.columns or [])}
+    specs_ci = {s.source_name.lower(): s for s in (mod.columns or [])}
+    spec = specs.get(source_name) or specs_ci.get(source_name.lower())
+    return spec.target_name if spec else source_name
+
+
+@contextmanager
+def _dest_db(pipekit: PipekitResource, module: Module) -> Iterator[tuple["NativeDB", "TableName"]]:
+    """A native connection to the module's destination, and its table name."""
+    from pipekit_core.db import NativeDB
+    from pipekit_core.sql.dialects import parse_table_name
+
+    db = NativeDB(pipekit.engine().endpoint(module.dest), application=f"pipekit check {module.name}")
+    try:
+        yield db, parse_table_name(module.dest_table)
+    finally:
+        db.close()
+
+
+def _missing_table(module: Module) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{module.dest_table} does not exist on '{module.dest}' yet (the module has not run)",
+    )
+
+
+# ----------------------------------------------------------------------------- broken files
+
+
+def broken_file_specs(catalog: Catalog) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
+    """A visible asset (and a failing check) per definition file that has problems."""
+    specs: list[dg.AssetSpec] = []
+    checks: list[dg.AssetChecksDefinition] = []
+    taken = set(catalog.modules)
+    for file, problems in catalog.broken_files().items():
+        name = broken_asset_name(catalog.defs_dir, file)
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        text = "\n".join(str(p) for p in problems)
+        spec = dg.AssetSpec(
+            key=dg.AssetKey([name]),
+            description=f"Definition file {file} has {len(problems)} problem(s); its broken objects are not loaded:\n\n{text}",
+            group_name=c.PROBLEMS_GROUP,
+            metadata={
+                c.DEFINITION_FILE: file,
+                c.PROBLEMS: dg.MetadataValue.md("\n".join(f"- `{p}`" for p in problems)),
+                "pipekit/problem_count": len(problems),
+            },
+            tags={"pipekit/broken": "true"},
+        )
+        specs.append(spec)
+        checks.append(_broken_check(spec.key, file, problems))
+    return specs, checks
+
+
+def _broken_check(key: dg.AssetKey, file: str, problems: list[Problem]) -> dg.AssetChecksDefinition:
+    text = "\n".join(str(p) for p in problems)
+
+    @dg.asset_check(asset=key, name="definition_valid", description=f"{file} loads without problems.", blocking=False)
+    def _check() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=text,
+            metadata={c.DEFINITION_FILE: file, c.PROBLEMS: dg.MetadataValue.md("\n".join(f"- `{p}`" for p in problems))},
+        )
+
+    return _check
+
+
+def broken_asset_name(defs_dir: Path, file: str) -> str:
+    """``pipekit_broken_<file>``: the file's path under the defs folder, as an identifier."""
+    path = Path(file)
+    try:
+        rel = path.resolve().relative_to(Path(defs_dir).resolve())
+        stem = rel.with_suffix("").as_posix() if rel.parts else path.name
+    except ValueError:
+        stem = path.with_suffix("").name if path.suffix in (".yaml", ".yml") else path.name
+    ident = re.sub(r"[^a-z0-9_]+", "_", stem.lower()).strip("_") or "definitions"
+    return c.BROKEN_ASSET_PREFIX + ident

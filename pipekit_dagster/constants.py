@@ -1,0 +1,94 @@
+"""Names shared by the Dagster side: resource keys, run tags, op tags and metadata keys.
+
+Materialization metadata uses Dagster's standard table keys (``dagster/row_count``,
+``dagster/table_name``, ``dagster/column_schema``: what ``TableMetadataSet`` writes; that class
+is not exported by the public ``dagster`` namespace in 1.13, so the keys are spelled out here)
+plus the ``pipekit/...`` keys below, kept in one place so tests, sensors and users agree on them.
+"""
+
+from __future__ import annotations
+
+# -- resource keys ------------------------------------------------------------------------------
+PIPEKIT_RESOURCE_KEY = "pipekit"
+RUN_OPTIONS_RESOURCE_KEY = "pipekit_run"
+
+# -- Dagster names --------------------------------------------------------------------------------
+DEFAULT_GROUP = "pipekit"  # the Dagster group of a module that is in no pipekit group
+PROBLEMS_GROUP = "pipekit_problems"  # where broken definition files show up
+BROKEN_ASSET_PREFIX = "pipekit_broken_"
+ALL_JOB = "pipekit_all_job"
+RUN_FAILURE_SENSOR = "pipekit_run_failure_sensor"
+PHASES = ("resolve", "stage", "merge", "hooks")
+
+
+def module_job_name(module: str) -> str:
+    return f"{module}_job"
+
+
+def group_job_name(group: str) -> str:
+    return f"{group}_job"
+
+
+def schedule_name(owner: str) -> str:
+    return f"{owner}_schedule"
+
+
+def sensor_name(module: str) -> str:
+    return f"{module}_sensor"
+
+
+def dest_pool(connection: str) -> str:
+    """The Dagster pool of the stage and merge ops that load into ``connection``."""
+    return f"pipekit_dest_{connection}"
+
+
+# -- run tags (per-run options; schedules and the UI's tag editor can set them) ---------------
+DRY_RUN_TAG = "pipekit/dry_run"
+FULL_REFRESH_TAG = "pipekit/full_refresh"
+TRIGGER_TAG = "pipekit/trigger"  # set by pipekit's sensors: "sensor"
+PROBE_VALUE_TAG = "pipekit/probe_value"
+
+# -- op and asset tags --------------------------------------------------------------------------
+MODULE_TAG = "pipekit/module"
+PHASE_TAG = "pipekit/phase"
+STRATEGY_TAG = "pipekit/strategy"
+PRIORITY_TAG = "dagster/priority"  # Dagster's own: higher runs first among ready steps
+
+# -- metadata keys ------------------------------------------------------------------------------
+ROW_COUNT = "dagster/row_count"
+TABLE_NAME = "dagster/table_name"
+COLUMN_SCHEMA = "dagster/column_schema"
+ROWS_READ = "pipekit/rows_read"
+ROWS_STAGED = "pipekit/rows_staged"
+ROWS_DELETED = "pipekit/rows_deleted"
+ROWS_INSERTED = "pipekit/rows_inserted"
+WATERMARKS = "pipekit/watermarks"
+WATERMARK_SOURCES = "pipekit/watermark_sources"
+SOURCE_SQL = "pipekit/source_sql"
+MERGE_SQL = "pipekit/merge_sql"
+STAGING_DDL = "pipekit/staging_ddl"
+CREATE_TABLE_SQL = "pipekit/create_table_sql"
+HOOKS = "pipekit/hooks"
+TRANSPORT = "pipekit/transport"
+PHASE_TIMINGS = "pipekit/phase_timings"
+RUN_ID = "pipekit/run_id"
+STRATEGY = "pipekit/strategy"
+DRIFT = "pipekit/drift"
+DRY_RUN = "pipekit/dry_run"
+SOURCE = "pipekit/source"
+DEST = "pipekit/dest"
+MERGE_KEY = "pipekit/merge_key"
+QUERY = "pipekit/query"
+DEFINITION_FILE = "pipekit/definition_file"
+PROBLEMS = "pipekit/problems"
+MODULE = "pipekit/module"
+PHASE = "pipekit/phase"
+ERROR = "pipekit/error"
+TRANSIENT = "pipekit/transient"
+
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+
+def is_true(value: object) -> bool:
+    """A tag or setting value meaning yes (``true``, ``1``, ``yes``, ``on``; any case)."""
+    return str(value).strip().lower() in TRUE_VALUES

@@ -1,0 +1,199 @@
+"""What each phase op does: call the engine, turn the outcome into Dagster events.
+
+A module's ops share one :class:`~pipekit_core.engine.ModuleRun` held by the ``pipekit``
+resource (see :mod:`pipekit_dagster.resources`):
+
+    <m>_resolve: start() (lock, run log) + resolve()     dry run: AssetObservation, finish(), no output
+    <m>_stage:   stage()
+    <m>_merge:   merge()
+    <m>_hooks:   run_hooks() + finish() -> the asset's materialization with its metadata
+
+Any failure, including an interrupt (terminating a run raises ``DagsterExecutionInterruptedError``
+inside the running op), is handled in the op: the transport is cancelled, ``finish(exc)`` runs the
+failure hooks, drops staging, writes the run log and releases the lock, and the error is
+re-raised: a :class:`PipekitFailure` for pipekit errors (description and metadata in the UI), the
+interrupt itself otherwise.
+
+Retries: a module's ``retries`` becomes a ``dg.RetryPolicy`` on its phase ops, and a failure
+allows a retry only when it is transient (``PipekitFailure(allow_retries=transient)``). The
+failed attempt has been finished (its own run log row, lock released), so the retried op starts a
+fresh ModuleRun and runs the phases from resolve up to its own: watermarks are re-resolved
+from the destination, so a retry never duplicates rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from pipekit_dagster import constants as c
+from pipekit_dagster.resources import PipekitResource, PipekitRunOptions
+from pipekit_dagster.translator import sql_markdown
+
+if TYPE_CHECKING:
+    from pipekit_core.engine import ModuleRun, Plan, RunResult
+
+
+class PipekitFailure(dg.Failure):
+    """A module run failed; the description is pipekit's error message (secrets redacted)."""
+
+
+def run_phase(
+    context: dg.OpExecutionContext,
+    pipekit: PipekitResource,
+    run_options: PipekitRunOptions,
+    module: str,
+    phase: str,
+    asset_key: dg.AssetKey,
+) -> Iterator[Any]:
+    """Run one phase of ``module`` (and, on a retry, the phases before it); yield Dagster events."""
+    events = pipekit.event_log(module, context.log)
+    run = pipekit.current_run(module)
+    restart = phase == "resolve" or run is None or run.finished
+    if restart and phase != "resolve" and run is None and context.retry_number == 0:
+        raise PipekitFailure(
+            description=f"module '{module}': phase '{phase}' found no run started by '{module}_resolve' in this "
+            "process; pipekit assets need the in-process executor (Definitions(executor=dg.in_process_executor))",
+            allow_retries=False,
+        )
+    try:
+        if restart:
+            options = run_options.for_module(module, context.run.tags, context.run_id)
+            run = pipekit.new_run(module, options, events)
+            if phase != "resolve":
+                context.log.warning(f"[{module}] retry: starting over from resolve (the failed attempt was finished)")
+            steps = c.PHASES[: c.PHASES.index(phase) + 1]
+        else:
+            steps = (phase,)
+    except Exception as e:  # the run could not even be created (unknown module, missing secret)
+        raise PipekitFailure(
+            description=f"module '{module}': {e}",
+            metadata={c.MODULE: module, c.PHASE: phase},
+            allow_retries=bool(getattr(e, "transient", False)),
+        ) from e
+    assert run is not None
+    try:
+        for step in steps:
+            if step == "resolve":
+                run.start()
+                plan = run.resolve()
+                if run.options.dry_run:
+                    result = run.finish()
+                    context.log_event(dg.AssetObservation(asset_key=asset_key, metadata=dry_run_metadata(plan, result)))
+                    context.log.info(f"[{module}] dry run: planned, nothing written")
+                    return  # no output: the later phases are skipped, the asset is not materialized
+            elif step == "stage":
+                run.stage()
+            elif step == "merge":
+                run.merge()
+            else:
+                run.run_hooks()
+        if phase == "hooks":
+            result = run.finish()
+            yield dg.Output(None, metadata=materialization_metadata(result))
+        else:
+            yield dg.Output(None, metadata=phase_metadata(phase, run))
+    except Exception as e:
+        run.cancel.cancel(f"phase '{run.phase}' failed")
+        result = run.finish(e)
+        raise failure(module, result, e) from e
+    except BaseException as e:  # interrupts: DagsterExecutionInterruptedError, KeyboardInterrupt
+        run.cancel.cancel("the Dagster run was terminated")
+        run.finish(e)
+        raise
+
+
+def failure(module: str, result: RunResult, exc: BaseException) -> PipekitFailure:
+    """The Dagster failure for a finished, failed module run."""
+    from pipekit_core.db import is_transient_db_error
+
+    cause = getattr(exc, "cause", None)
+    transient = bool(getattr(exc, "transient", False)) or is_transient_db_error(exc) or (
+        cause is not None and is_transient_db_error(cause)
+    )
+    metadata: dict[str, Any] = {
+        c.MODULE: module,
+        c.PHASE: result.failed_phase or "",
+        c.ERROR: result.error or str(exc),
+        c.TRANSIENT: transient,
+    }
+    if result.run_id is not None:
+        metadata[c.RUN_ID] = result.run_id
+    return PipekitFailure(description=result.error or f"module '{module}' failed: {exc}", metadata=metadata, allow_retries=transient)
+
+
+def phase_metadata(phase: str, run: ModuleRun) -> dict[str, Any]:
+    """Small metadata on the intermediate outputs (rows so far)."""
+    r = run.result
+    if phase == "resolve":
+        return {c.WATERMARKS: dg.MetadataValue.json(r.watermarks or {}), c.TRANSPORT: r.transport or ""}
+    if phase == "stage":
+        return _without_none({c.ROWS_READ: r.rows_read, c.ROWS_STAGED: r.rows_staged})
+    if phase == "merge":
+        return _without_none({c.ROWS_DELETED: r.rows_deleted, c.ROWS_INSERTED: r.rows_inserted, c.ROW_COUNT: r.row_count})
+    return {}
+
+
+def materialization_metadata(result: RunResult) -> dict[str, Any]:
+    """Everything a successful run reports on its materialization."""
+    md: dict[str, Any] = {c.TABLE_NAME: dg.MetadataValue.text(result.dest_table)}
+    if result.row_count is not None:
+        md[c.ROW_COUNT] = dg.MetadataValue.int(result.row_count)
+    if result.dest_columns:
+        md[c.COLUMN_SCHEMA] = dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(name=n, type=t or "unknown") for n, t in result.dest_columns])
+        )
+    md.update(
+        _without_none(
+            {
+                c.ROWS_READ: result.rows_read,
+                c.ROWS_STAGED: result.rows_staged,
+                c.ROWS_DELETED: result.rows_deleted,
+                c.ROWS_INSERTED: result.rows_inserted,
+                c.RUN_ID: result.run_id,
+                c.TRANSPORT: result.transport,
+            }
+        )
+    )
+    md[c.WATERMARKS] = dg.MetadataValue.json(result.watermarks or {})
+    md[c.SOURCE_SQL] = dg.MetadataValue.md(sql_markdown(result.source_sql))
+    md[c.MERGE_SQL] = dg.MetadataValue.md(sql_markdown(result.merge_sql))
+    md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    if result.plan is not None:
+        md[c.STRATEGY] = result.plan.strategy
+        if result.plan.drift:
+            md[c.DRIFT] = dg.MetadataValue.json(list(result.plan.drift))
+    return md
+
+
+def dry_run_metadata(plan: Plan, result: RunResult) -> dict[str, Any]:
+    """What a dry run observes: resolved watermarks and every statement it would run."""
+    md: dict[str, Any] = {
+        c.DRY_RUN: True,
+        c.STRATEGY: plan.strategy,
+        c.TRANSPORT: plan.transport,
+        c.WATERMARKS: dg.MetadataValue.json(plan.watermark_values()),
+        c.WATERMARK_SOURCES: dg.MetadataValue.json({k: v.source for k, v in plan.watermarks.items()}),
+        c.SOURCE_SQL: dg.MetadataValue.md(sql_markdown(plan.source_sql)),
+        c.MERGE_SQL: dg.MetadataValue.md(sql_markdown(plan.merge_sql_text())),
+        c.STAGING_DDL: dg.MetadataValue.md(sql_markdown(";\n".join(plan.staging_ddl) + (";" if plan.staging_ddl else ""))),
+        c.TABLE_NAME: dg.MetadataValue.text(plan.dest_table),
+    }
+    if plan.create_table_sql:
+        md[c.CREATE_TABLE_SQL] = dg.MetadataValue.md(sql_markdown(";\n".join(plan.create_table_sql) + ";"))
+    if plan.drift:
+        md[c.DRIFT] = dg.MetadataValue.json(list(plan.drift))
+    if plan.hooks:
+        md[c.HOOKS] = dg.MetadataValue.json(
+            [{"name": h.name or f"hook #{i + 1}", "run_on": h.run_on, "sql": h.sql.strip()} for i, h in enumerate(plan.hooks)]
+        )
+    if result.run_id is not None:
+        md[c.RUN_ID] = result.run_id
+    md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    return md
+
+
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}

@@ -1,0 +1,157 @@
+"""Sensors: a probe sensor per module with ``sensor:``, and a run-failure sensor.
+
+Probe sensor ``<module>_sensor``: every ``interval`` seconds it runs the module's cheap
+``probe`` query on the source and requests a run of ``<module>_job`` when the value differs from
+the last one. The value (rendered as text, like a watermark; JSON-encoded so that NULL is
+distinct) is the sensor's cursor; the very first evaluation only records it. A probe that fails
+fails the tick, so the error is visible on the sensor's page.
+
+Run-failure sensor ``pipekit_run_failure_sensor``: one line per failed module of a failed run
+(module, phase, pipekit's error), logged on the sensor tick; pass ``notify`` to
+:func:`build_run_failure_sensor` to send them somewhere (mail, chat): the hook point for alerts.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the annotations of op, check and
+# sensor parameters (context, resources) when the definitions are built.
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pipekit_core.defs import Catalog
+from pipekit_core.models import Module
+from pipekit_dagster import constants as c
+from pipekit_dagster.jobs import AssetJob
+from pipekit_dagster.resources import PipekitResource
+
+
+def build_probe_sensors(
+    catalog: Catalog,
+    jobs: Mapping[str, AssetJob],
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> list[dg.SensorDefinition]:
+    """One probe sensor per enabled module with ``sensor:`` (and a job)."""
+    out = []
+    for mod in catalog.enabled_modules():
+        job = jobs.get(c.module_job_name(mod.name))
+        if mod.sensor is not None and job is not None:
+            out.append(probe_sensor(mod, job, default_status))
+    return out
+
+
+def probe_sensor(
+    mod: Module, job: AssetJob, default_status: dg.DefaultSensorStatus
+) -> dg.SensorDefinition:
+    assert mod.sensor is not None
+    name = mod.name
+
+    @dg.sensor(
+        name=c.sensor_name(name),
+        job=job,
+        minimum_interval_seconds=mod.sensor.interval,
+        default_status=default_status,
+        description=f"Runs module '{name}' when its probe on '{mod.source}' changes value "
+        f"(every {mod.sensor.interval} s): {mod.sensor.probe.strip()}",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, pipekit: PipekitResource) -> dg.SensorResult:
+        value = probe_value(pipekit, name)
+        cursor = json.dumps(value)
+        if context.cursor is None:
+            return dg.SensorResult(skip_reason=f"first probe of '{name}': recorded {value!r}", cursor=cursor)
+        if context.cursor == cursor:
+            return dg.SensorResult(skip_reason=f"probe of '{name}' unchanged: {value!r}", cursor=cursor)
+        tags = {c.TRIGGER_TAG: "sensor", c.PROBE_VALUE_TAG: (value or "NULL")[:200]}
+        return dg.SensorResult(run_requests=[dg.RunRequest(tags=tags)], cursor=cursor)
+
+    return _sensor
+
+
+def probe_value(pipekit: PipekitResource, module: str) -> str | None:
+    """Run the module's probe on its source; its value as text (None for no row or NULL)."""
+    from pipekit_core.errors import PipekitError, TransportError
+    from pipekit_core.secrets import redact
+    from pipekit_core.transport.base import TransportContext, get_transport
+    from pipekit_core.watermarks import render_value
+
+    engine = pipekit.engine()
+    mod = engine.module(module)
+    assert mod.sensor is not None
+    ep = engine.endpoint(mod.source)
+    if ep.conn.has_native_driver:
+        transport = get_transport("native", TransportContext())
+    elif engine.settings.jrunner:
+        transport = get_transport("jrunner", TransportContext(jrunner=engine.settings.jrunner))
+    else:
+        raise TransportError(f"module '{module}': source '{mod.source}' has no native driver and jrunner is not configured")
+    try:
+        return render_value(transport.query_value(ep, mod.sensor.probe))
+    except PipekitError:
+        raise
+    except Exception as e:  # a driver error: say which module and probe, never a secret
+        raise PipekitError(f"module '{module}': probe on '{mod.source}' failed: {redact(str(e).strip())}") from None
+
+
+# ----------------------------------------------------------------------------- run failures
+
+
+@dataclass(frozen=True)
+class ModuleFailure:
+    """One failed module of a failed Dagster run."""
+
+    module: str
+    phase: str
+    message: str
+    dagster_run_id: str
+
+    def __str__(self) -> str:
+        return f"pipekit: module '{self.module}' failed in phase '{self.phase}' (Dagster run {self.dagster_run_id[:8]}): {self.message}"
+
+
+def module_failures(context: dg.RunFailureSensorContext) -> list[ModuleFailure]:
+    """The failed pipekit steps of the run, one per module (step keys ``<m>.<m>_<phase>``)."""
+    out: dict[str, ModuleFailure] = {}
+    run_id = context.dagster_run.run_id
+    for event in context.get_step_failure_events():
+        step = event.step_key or ""
+        graph, _, op = step.partition(".")
+        if not op.startswith(graph + "_"):
+            continue
+        phase = op[len(graph) + 1 :]
+        if phase not in c.PHASES:
+            continue
+        data = event.step_failure_data
+        text = ""
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            text = data.user_failure_data.description
+        elif data.error is not None:
+            text = data.error.message
+        first = (text.strip().splitlines() or ["(no message)"])[0]
+        out.setdefault(graph, ModuleFailure(graph, phase, first, run_id))
+    return list(out.values())
+
+
+def build_run_failure_sensor(
+    notify: Callable[[list[ModuleFailure]], None] | None = None,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """The run-failure sensor; ``notify`` (optional) gets the failures of each failed run."""
+
+    @dg.run_failure_sensor(
+        name=c.RUN_FAILURE_SENSOR,
+        default_status=default_status,
+        description="Logs one line per failed pipekit module of a failed run (the hook point for alerts).",
+    )
+    def _sensor(context: dg.RunFailureSensorContext) -> None:
+        failures = module_failures(context)
+        if not failures:
+            message = (context.failure_event.message or "").strip().splitlines()
+            context.log.error(f"pipekit: run {context.dagster_run.run_id[:8]} ({context.dagster_run.job_name}) failed: "
+                              f"{message[0] if message else 'no message'}")
+        for f in failures:
+            context.log.error(str(f))
+        if notify is not None and failures:
+            notify(failures)
+
+    return _sensor
