@@ -126,6 +126,7 @@ def validate() -> None:
 def list_cmd() -> None:
     """Modules with strategy, source, destination, group and last run."""
     eng = _engine()
+    eng.repo.mark_dead_runs()
     rows = []
     for m in eng.catalog.modules.values():
         last = eng.repo.last_run(m.name)
@@ -289,6 +290,7 @@ def history(module: str | None, limit: int, run_id: int | None) -> None:
     from pipekit_core.repo import Repository
 
     repo = Repository(load_settings().database)
+    repo.mark_dead_runs()
     if run_id is not None:
         r = repo.get_run(run_id)
         if r is None:

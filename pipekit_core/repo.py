@@ -33,7 +33,6 @@ from pipekit_core.secrets import MASK, is_reference, redact
 BUSY_TIMEOUT_S = 30.0
 LOG_CAP = 1_000_000  # characters of run_log.log kept (the tail)
 LOG_TRUNCATED = "[... earlier log lines dropped ...]\n"
-DEAD_RUN_GRACE_S = 120.0
 RUN_STATUSES = frozenset({"running", "success", "dry_run", "error", "cancelled"})
 
 # (version, name, statements). Append only: never edit a migration that has shipped.
@@ -589,8 +588,8 @@ class Repository:
     def mark_dead_runs(self) -> int:
         """Mark ``running`` runs of this host whose process is gone as ``error``; return how many.
 
-        A run whose module lock is still held by its own (dead) process is left to the stale-lock
-        takeover; a run with no lock at all gets a grace of 2 minutes after it started.
+        Called by every run and by ``pipekit history`` / ``list``, so a run killed outright does not
+        stay ``running``. Its stale lock is left for the next run of the module to take over (and say so).
         """
         host, now = socket.gethostname(), utcnow()
         count = 0
@@ -600,12 +599,6 @@ class Repository:
             for r in runs:
                 if r["pid"] is None or pid_alive(int(r["pid"])):
                     continue
-                lock = con.execute("SELECT host, pid FROM module_locks WHERE module = ?",
-                                   (r["module"],)).fetchone()
-                if lock is not None and lock["host"] == host and lock["pid"] == r["pid"]:
-                    continue
-                if lock is None and (now - parse_time(r["started_at"])).total_seconds() < DEAD_RUN_GRACE_S:
-                    continue
-                self._fail_run(con, r["id"], "run died without finishing (process gone)", now)
+                self._fail_run(con, r["id"], f"run died without finishing (process {r['pid']} on {host} is gone)", now)
                 count += 1
         return count

@@ -141,3 +141,14 @@ def test_secret_resolution_order_and_redaction(tmp_path: Path) -> None:
     register_secret("x9-long-secret")
     assert "x9-long-secret" not in redact("value x9-long-secret here")
     assert os.environ.get("A_PW") is None
+
+
+def test_killed_run_is_not_left_running(tmp_path: Path) -> None:
+    """SIGKILL mid-run: `pipekit history` alone already shows the dead run as error."""
+    _setup(tmp_path)
+    r = run_cli(["run", "things"], tmp_path, {"PIPEKIT_FAILPOINT": "after_staging_created:kill"})
+    assert r.returncode == -9
+    r = run_cli(["history", "things"], tmp_path)
+    assert "running" not in r.stdout and "error" in r.stdout and "is gone" in r.stdout
+    r = run_cli(["run", "things"], tmp_path)
+    assert r.returncode == 0 and "took over a stale lock" in r.stdout, r.stdout + r.stderr

@@ -356,14 +356,14 @@ def test_mark_dead_runs(repo: Repository) -> None:
     # dead, lock gone, started long ago -> error
     r1 = repo.start_run("a", trigger="cli")
     repo.update_run(r1, pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
-    # dead, lock gone, just started -> grace period
+    # dead, lock gone, just started -> error too (a dead pid is dead)
     r2 = repo.start_run("b", trigger="cli")
     repo.update_run(r2, pid=pid)
     # dead, lock held by someone else -> error
     r3 = repo.start_run("c", trigger="cli")
     repo.update_run(r3, pid=pid)
     repo.acquire_lock("c", LockOwner("other", 5, None))
-    # dead, still owns its lock -> left to the stale takeover
+    # dead, still owns its lock -> error now; the lock is left for the next run to take over
     r4 = repo.start_run("d", trigger="cli")
     repo.update_run(r4, pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
     repo.acquire_lock("d", LockOwner(host, pid, r4))
@@ -371,10 +371,11 @@ def test_mark_dead_runs(repo: Repository) -> None:
     r5 = repo.start_run("e", trigger="cli")
     r6 = repo.start_run("f", trigger="cli")
     repo.update_run(r6, host="far-away", pid=pid, started_at=iso(utcnow() - timedelta(minutes=10)))
-    assert repo.mark_dead_runs() == 2
+    assert repo.mark_dead_runs() == 4
     status = {r: repo.get_run(r)["status"] for r in (r1, r2, r3, r4, r5, r6)}  # type: ignore[index]
-    assert status == {r1: "error", r2: "running", r3: "error", r4: "running", r5: "running", r6: "running"}
-    assert repo.get_run(r1)["error"] == "run died without finishing (process gone)"  # type: ignore[index]
+    assert status == {r1: "error", r2: "error", r3: "error", r4: "error", r5: "running", r6: "running"}
+    assert repo.get_lock("d") is not None
+    assert repo.get_run(r1)["error"] == f"run died without finishing (process {pid} on {host} is gone)"  # type: ignore[index]
     assert repo.mark_dead_runs() == 0
 
 
