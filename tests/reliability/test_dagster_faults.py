@@ -474,8 +474,13 @@ def _race(sc: Scenario, home: Path, pg_db: str, *, cli_wait: bool) -> tuple[list
     assert sc.run("init").returncode == 0  # the race is for the module lock alone
     # Four processes creating a new SQLite Dagster instance at once stamp its schema version
     # twice (alembic then refuses to open it): the instance exists before the race, as deployed.
-    with dg.DagsterInstance.from_config(str(home)):
-        pass
+    # Opening the instance is lazy: touch every storage so each SQLite schema is created and
+    # stamped here, once.
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        inst.get_runs(limit=1)
+        inst.get_run_records(limit=1)
+        inst.all_instigator_state()
+        inst.get_asset_keys()
     cli_args = ("run", "m", "--wait") if cli_wait else ("run", "m")
     with psycopg.connect(pg_db) as hold:
         hold.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")  # open transaction until rollback
