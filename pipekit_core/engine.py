@@ -556,6 +556,10 @@ class ModuleRun:
                 # incremental delete); a full or append merge reads staging once. ANALYZE of a
                 # 1M-row staging table took 1-2 s here.
                 analyze = dest.dialect.analyze_sql(self.staging) if plan.strategy == "incremental" else None
+                if analyze and dest.kind == "postgresql":
+                    # The delete's plan needs the row count (always gathered) and the key's
+                    # statistics only: 0.06-0.12 s instead of 0.5 s for 60k staged rows x 12 columns.
+                    analyze += " (" + ", ".join(dest.dialect.quote(k) for k in self.module.merge_key) + ")"
                 if analyze:
                     dest.execute(analyze)
             finally:

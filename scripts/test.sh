@@ -13,11 +13,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 
-if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
+# PostgreSQL (server and psql) and the sqlite3 CLI (the benchmark baseline's smoke test).
+if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null; then
   if [ "$(id -u)" = "0" ]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql sqlite3 >/dev/null
   else
-    echo "PostgreSQL is not installed: sudo apt-get install -y postgresql" >&2
+    echo "missing: sudo apt-get install -y postgresql sqlite3" >&2
     exit 1
   fi
 fi
