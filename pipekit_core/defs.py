@@ -33,6 +33,9 @@ from pipekit_core.sql.dialects import parse_table_name
 TOP_LEVEL_KEYS = ("connections", "modules", "groups")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_NAMES = frozenset({"pipekit_all"})  # `pipekit_all_job` is the job of every module
+# libyaml's parser when PyYAML was built with it (several times faster than the pure-Python one);
+# both compose nodes with marks, so problems keep their line numbers either way.
+_FAST_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,31 @@ def _path(loc: Iterable[Any]) -> str:
     return out
 
 
+def _parse_yaml(text: str) -> tuple[Node | None, list[tuple[tuple[Any, ...], str, int, int]], Any]:
+    """(root node, duplicate keys, data) of one YAML document, parsed once: compose, then construct.
+
+    Uses libyaml when available; a text it rejects is parsed again with the pure-Python loader,
+    whose messages name the offending character or alias (the error raised is that loader's).
+    """
+    try:
+        return _parse_with(_FAST_YAML_LOADER, text)
+    except Exception:
+        if _FAST_YAML_LOADER is yaml.SafeLoader:
+            raise
+        return _parse_with(yaml.SafeLoader, text)
+
+
+def _parse_with(loader_class: Any, text: str) -> tuple[Node | None, list[tuple[tuple[Any, ...], str, int, int]], Any]:
+    loader = loader_class(text)
+    try:
+        root = loader.get_single_node()
+        dups = _duplicate_keys(root) if root is not None else []
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, dups, data
+
+
 def _duplicate_keys(node: Node, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str, int, int]]:
     """(path, key, line, first line) of every key repeated in a mapping, at any depth."""
     out: list[tuple[tuple[Any, ...], str, int, int]] = []
@@ -235,13 +263,7 @@ class _Loader:
     def load_file(self, path: Path) -> None:
         file = str(path)
         try:
-            loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
-            try:
-                root = loader.get_single_node()
-                dups = _duplicate_keys(root) if root is not None else []
-                data = loader.construct_document(root) if root is not None else None
-            finally:
-                loader.dispose()
+            root, dups, data = _parse_yaml(path.read_text(encoding="utf-8"))
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             msg = " ".join(str(x) for x in (e.context, e.problem) if x)

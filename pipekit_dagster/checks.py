@@ -9,6 +9,10 @@ Module checks (they touch the destination when evaluated, never at load):
   against the destination table's columns. WARN when the source has columns the destination
   lacks (they are not merged).
 
+All module checks live in one subsettable ``@multi_asset_check``, ``pipekit_module_checks`` (one
+step per run): a job runs the checks of the assets it selects once those assets are done. As
+with any Dagster step, it is not run when one of its upstream steps in the run failed.
+
 Broken definitions: a file with problems does not stop the code location from loading. Each such
 file becomes a non-executable asset ``pipekit_broken_<file>`` in the group ``pipekit_problems``,
 whose description and ``pipekit/problems`` metadata list every problem (file:line: module: field:
@@ -20,7 +24,7 @@ Each problem is also logged as a warning when the definitions load.
 # sensor parameters (context, resources) when the definitions are built.
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,97 +43,137 @@ if TYPE_CHECKING:
 SAMPLE = 5
 
 
+MODULE_CHECKS_NAME = "pipekit_module_checks"
+
+
 def build_module_checks(catalog: Catalog, keys: Mapping[str, dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """The checks of every enabled module (``keys``: module name -> asset key)."""
-    out: list[dg.AssetChecksDefinition] = []
+    """The checks of every enabled module (``keys``: module name -> asset key).
+
+    One subsettable ``@multi_asset_check`` holds every module's checks (``no_duplicate_merge_keys``
+    on incremental modules, ``no_schema_drift`` on all), so loading 1,000 modules does not build
+    2,000 check ops. A run evaluates the selected checks one after the other; a check that raises
+    does not stop the others, and the step fails afterwards naming it.
+    """
+    specs: list[dg.AssetCheckSpec] = []
+    evaluators: dict[dg.AssetCheckKey, tuple[str, Callable[[PipekitResource, str, dg.AssetCheckKey], dg.AssetCheckResult]]] = {}
     for mod in catalog.enabled_modules():
         key = keys.get(mod.name)
         if key is None:
             continue
         if mod.strategy == "incremental":
-            out.append(_duplicate_keys_check(mod, key))
-        out.append(_schema_drift_check(mod, key))
-    return out
-
-
-def _duplicate_keys_check(mod: Module, key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    name = mod.name
-
-    @dg.asset_check(
-        asset=key,
-        name="no_duplicate_merge_keys",
-        description=f"No two rows of {mod.dest_table} share the merge key ({', '.join(mod.merge_key)}).",
-        blocking=False,
-    )
-    def _check(pipekit: PipekitResource) -> dg.AssetCheckResult:
-        from pipekit_core.sql.builders import MergeBuilder
-
-        module = pipekit.engine().module(name)
-        with _dest_db(pipekit, module) as (db, table):
-            if not db.table_exists(table):
-                return _missing_table(module)
-            sql = MergeBuilder(db.dialect).duplicate_key_sql(table, list(module.merge_key), limit=SAMPLE)
-            rows = db.query(sql)
-        shown = [
-            ", ".join(f"{k}={v!r}" for k, v in zip(module.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)" for r in rows
-        ]
-        return dg.AssetCheckResult(
-            passed=not rows,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(f"duplicate merge keys in {module.dest_table}: " + "; ".join(shown)) if rows else None,
-            metadata={"pipekit/duplicates": dg.MetadataValue.json(shown), c.MERGE_KEY: ", ".join(module.merge_key)},
-        )
-
-    return _check
-
-
-def _schema_drift_check(mod: Module, key: dg.AssetKey) -> dg.AssetChecksDefinition:
-    name = mod.name
-
-    @dg.asset_check(
-        asset=key,
-        name="no_schema_drift",
-        description=f"Every column of the source query (as last run) exists in {mod.dest_table}.",
-        blocking=False,
-    )
-    def _check(pipekit: PipekitResource) -> dg.AssetCheckResult:
-        engine = pipekit.engine()
-        module = engine.module(name)
-        last = engine.repo.last_success(name) or {}
-        learned = last.get("source_columns") or []
-        if not learned:
-            return dg.AssetCheckResult(
-                passed=True,
-                description="no successful run recorded yet: nothing to compare",
-                metadata={"pipekit/source_columns": dg.MetadataValue.json([])},
+            specs.append(
+                dg.AssetCheckSpec(
+                    "no_duplicate_merge_keys",
+                    asset=key,
+                    description=f"No two rows of {mod.dest_table} share the merge key ({', '.join(mod.merge_key)}).",
+                    blocking=False,
+                )
             )
-        with _dest_db(pipekit, module) as (db, table):
-            if not db.table_exists(table):
-                return _missing_table(module)
-            dest_cols = db.table_columns(table)
-        source = [dest_name(module, str(col[0])) for col in learned]
-        dest_names = [n for n, _, _ in dest_cols]
-        missing = [n for n in source if n not in dest_names]
-        unfed = [n for n in dest_names if n not in source]
-        return dg.AssetCheckResult(
-            passed=not missing,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"the source query has column(s) {', '.join(missing)} that {module.dest_table} lacks; "
-                "they are not merged (add them to the table, or drop them from the query)"
+            evaluators[specs[-1].key] = (mod.name, _duplicate_keys_result)
+        specs.append(
+            dg.AssetCheckSpec(
+                "no_schema_drift",
+                asset=key,
+                description=f"Every column of the source query (as last run) exists in {mod.dest_table}.",
+                blocking=False,
             )
-            if missing
-            else None,
-            metadata={
-                "pipekit/missing_in_destination": dg.MetadataValue.json(missing),
-                "pipekit/not_in_source": dg.MetadataValue.json(unfed),
-                "pipekit/source_columns": dg.MetadataValue.json(source),
-                "pipekit/dest_columns": dg.MetadataValue.json(dest_names),
-                c.RUN_ID: int(last.get("id") or 0),
-            },
         )
+        evaluators[specs[-1].key] = (mod.name, _schema_drift_result)
+    if not specs:
+        return []
+    order = {spec.key: i for i, spec in enumerate(specs)}
 
-    return _check
+    @dg.multi_asset_check(
+        specs=specs,
+        name=MODULE_CHECKS_NAME,
+        can_subset=True,
+        description="The pipekit modules' checks: no_duplicate_merge_keys and no_schema_drift.",
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, pipekit: PipekitResource) -> Iterator[dg.AssetCheckResult]:
+        errors: list[str] = []
+        first: Exception | None = None
+        for check_key in sorted(context.selected_asset_check_keys, key=lambda k: order.get(k, len(order))):
+            module, evaluate = evaluators[check_key]
+            try:
+                result = evaluate(pipekit, module, check_key)
+            except Exception as e:  # noqa: BLE001 - the other modules' checks still run; the step fails below
+                from pipekit_core.secrets import redact
+
+                errors.append(f"check '{check_key.name}' of module '{module}': {redact(str(e).strip())}")
+                context.log.error(errors[-1])
+                first = first or e
+                continue
+            yield result
+        if errors:
+            raise dg.Failure(description="\n".join(errors), metadata={"pipekit/failed_checks": len(errors)}) from first
+
+    return [_checks]
+
+
+def _duplicate_keys_result(pipekit: PipekitResource, name: str, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
+    """``no_duplicate_merge_keys``: ERROR when two destination rows share the merge key."""
+    from pipekit_core.sql.builders import MergeBuilder
+
+    module = pipekit.engine().module(name)
+    with _dest_db(pipekit, module) as (db, table):
+        if not db.table_exists(table):
+            return _missing_table(module, key)
+        sql = MergeBuilder(db.dialect).duplicate_key_sql(table, list(module.merge_key), limit=SAMPLE)
+        rows = db.query(sql)
+    shown = [
+        ", ".join(f"{k}={v!r}" for k, v in zip(module.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)" for r in rows
+    ]
+    return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=not rows,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"duplicate merge keys in {module.dest_table}: " + "; ".join(shown)) if rows else None,
+        metadata={"pipekit/duplicates": dg.MetadataValue.json(shown), c.MERGE_KEY: ", ".join(module.merge_key)},
+    )
+
+
+def _schema_drift_result(pipekit: PipekitResource, name: str, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
+    """``no_schema_drift``: WARN when the source query has columns the destination table lacks."""
+    engine = pipekit.engine()
+    module = engine.module(name)
+    last = engine.repo.last_success(name) or {}
+    learned = last.get("source_columns") or []
+    if not learned:
+        return dg.AssetCheckResult(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=True,
+            description="no successful run recorded yet: nothing to compare",
+            metadata={"pipekit/source_columns": dg.MetadataValue.json([])},
+        )
+    with _dest_db(pipekit, module) as (db, table):
+        if not db.table_exists(table):
+            return _missing_table(module, key)
+        dest_cols = db.table_columns(table)
+    source = [dest_name(module, str(col[0])) for col in learned]
+    dest_names = [n for n, _, _ in dest_cols]
+    missing = [n for n in source if n not in dest_names]
+    unfed = [n for n in dest_names if n not in source]
+    return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"the source query has column(s) {', '.join(missing)} that {module.dest_table} lacks; "
+            "they are not merged (add them to the table, or drop them from the query)"
+        )
+        if missing
+        else None,
+        metadata={
+            "pipekit/missing_in_destination": dg.MetadataValue.json(missing),
+            "pipekit/not_in_source": dg.MetadataValue.json(unfed),
+            "pipekit/source_columns": dg.MetadataValue.json(source),
+            "pipekit/dest_columns": dg.MetadataValue.json(dest_names),
+            c.RUN_ID: int(last.get("id") or 0),
+        },
+    )
 
 
 def dest_name(mod: Module, source_name: str) -> str:
@@ -153,8 +197,10 @@ def _dest_db(pipekit: PipekitResource, module: Module) -> Iterator[tuple["Native
         db.close()
 
 
-def _missing_table(module: Module) -> dg.AssetCheckResult:
+def _missing_table(module: Module, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
         passed=False,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{module.dest_table} does not exist on '{module.dest}' yet (the module has not run)",
