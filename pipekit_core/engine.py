@@ -29,17 +29,16 @@ from pipekit_core.errors import (
     HookError,
     LockHeldError,
     PhaseError,
-    PipekitError,
     RunCancelled,
     TransportError,
     WatermarkError,
 )
 from pipekit_core.models import Hook, Module
+from pipekit_core.plan import Plan, WatermarkValue, build_plan
 from pipekit_core.repo import LockOwner, Repository
 from pipekit_core.secrets import Secrets, redact
 from pipekit_core.sql.builders import MergeBuilder
-from pipekit_core.sql.dialects import ColumnDef, get_dialect, parse_table_name
-from pipekit_core.sql.types import map_type
+from pipekit_core.sql.dialects import get_dialect, parse_table_name
 from pipekit_core.transport.base import (
     CancelScope,
     SourceColumn,
@@ -80,43 +79,6 @@ class Event:
 
 
 EventFn = Callable[[Event], None]
-
-
-@dataclass
-class WatermarkValue:
-    name: str
-    value: str | None
-    source: str  # resolved | default | override | first-run default | full-refresh default
-
-
-@dataclass
-class Plan:
-    """Everything a run will execute, built without writing anything."""
-
-    module: str
-    strategy: str
-    transport: str
-    transport_reason: str
-    watermarks: dict[str, WatermarkValue]
-    source_sql: str
-    source_columns: list[SourceColumn]
-    staging_table: str
-    staging_columns: list[ColumnDef]
-    staging_ddl: list[str]
-    dest_table: str
-    dest_exists: bool
-    create_table_sql: list[str]
-    merge_columns: list[str]
-    merge_sql: list[str]
-    count_sql: str
-    hooks: list[Hook]
-    drift: list[str]  # source columns the destination lacks
-
-    def watermark_values(self) -> dict[str, str | None]:
-        return {k: v.value for k, v in self.watermarks.items()}
-
-    def merge_sql_text(self) -> str:
-        return ";\n".join(self.merge_sql) + ";" if self.merge_sql else ""
 
 
 @dataclass
@@ -405,7 +367,21 @@ class ModuleRun:
         source_sql = substitute(mod.sql, {k: v.value or "" for k, v in values.items()})
         src_ep = self.engine.endpoint(mod.source)
         source_columns = self._describe(src_ep, source_sql, dest_cols)
-        plan = self._build_plan(strategy, values, source_sql, source_columns, dest_exists, dest_cols)
+        plan = build_plan(
+            module=mod,
+            catalog=self.engine.catalog,
+            dest=self.dest_ep,
+            dest_table=self.dest_table,
+            staging=self.staging,
+            staging_schema=self.engine.settings.staging_schema,
+            transport=self.result.transport or "native",
+            strategy=strategy,
+            values=values,
+            source_sql=source_sql,
+            source_columns=source_columns,
+            dest_exists=dest_exists,
+            dest_cols=dest_cols,
+        )
         self.plan_ = plan
         self.result.watermarks = plan.watermark_values()
         self.result.source_sql = source_sql
@@ -433,87 +409,6 @@ class ModuleRun:
         known = {c.source_name: c.dest_type for c in (self.module.columns or []) if c.dest_type}
         dest_types = {n: t for n, t, _ in dest_cols}
         return [SourceColumn(c.name, known.get(c.name) or dest_types.get(c.name) or c.type) for c in cols]
-
-    def _build_plan(
-        self,
-        strategy: str,
-        values: dict[str, WatermarkValue],
-        source_sql: str,
-        source_columns: list[SourceColumn],
-        dest_exists: bool,
-        dest_cols: list[tuple[str, str, bool]],
-    ) -> Plan:
-        mod = self.module
-        src_kind = self.engine.catalog.connection(mod.source).kind
-        d = self.dest_ep.dialect
-        specs = {c.source_name: c for c in (mod.columns or [])}
-        specs_ci = {c.source_name.lower(): c for c in (mod.columns or [])}
-        staging_cols: list[ColumnDef] = []
-        table_cols: list[ColumnDef] = []
-        for sc in source_columns:
-            spec = specs.get(sc.name) or specs_ci.get(sc.name.lower())
-            name = spec.target_name if spec else sc.name
-            mapped = map_type(src_kind, self.dest_ep.kind, sc.type)
-            dest_type = (spec.dest_type if spec and spec.dest_type else None) or mapped
-            if self.dest_ep.kind == "sqlite":
-                stage_type = ""  # no affinity: values are kept exactly as copied
-            elif src_kind == "postgresql" and self.dest_ep.kind == "postgresql" and not (spec and spec.dest_type):
-                # The source's own type (binary COPY) unless pipekit does not know it (an enum,
-                # a domain, an extension type): the destination may not have it, so stage as the
-                # existing destination column's type, else as the mapped type (text).
-                unknown = mapped in ("text", "text[]") and sc.type not in ("text", "text[]")
-                stage_type = ({n: t for n, t, _ in dest_cols}.get(name) or mapped) if unknown else sc.type
-            else:
-                stage_type = dest_type
-            staging_cols.append(ColumnDef(name, stage_type))
-            table_cols.append(ColumnDef(name, dest_type))
-        names = [c.name for c in staging_cols]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise PipekitError(f"module '{mod.name}': columns {dupes} appear twice after renaming (columns:)")
-        dest_names = [n for n, _, _ in dest_cols]
-        if dest_exists:
-            merge_columns = [n for n in names if n in dest_names]
-            drift = [n for n in names if n not in dest_names]
-            if not merge_columns:
-                raise PipekitError(
-                    f"module '{mod.name}': no column of the source query matches a column of {mod.dest_table} "
-                    f"(source: {names}; destination: {dest_names})"
-                )
-        else:
-            merge_columns, drift = names, []
-        key_not_null = False
-        if strategy == "incremental":
-            missing = [k for k in mod.merge_key if k not in names]
-            if missing:
-                raise PipekitError(
-                    f"module '{mod.name}': merge_key column(s) {missing} are not in the source query's columns "
-                    f"(after columns: renaming): {names}"
-                )
-            nullable = {n: nul for n, _, nul in dest_cols}
-            key_not_null = dest_exists and all(not nullable.get(k, True) for k in mod.merge_key)
-        builder = MergeBuilder(d)
-        mp = builder.plan(strategy, self.dest_table, self.staging, merge_columns, list(mod.merge_key), key_not_null)
-        return Plan(
-            module=mod.name,
-            strategy=strategy,
-            transport=self.result.transport or "native",
-            transport_reason="",
-            watermarks=values,
-            source_sql=source_sql,
-            source_columns=source_columns,
-            staging_table=d.table(self.staging),
-            staging_columns=staging_cols,
-            staging_ddl=d.create_staging_sql(self.staging, staging_cols, self.engine.settings.staging_schema),
-            dest_table=d.table(self.dest_table),
-            dest_exists=dest_exists,
-            create_table_sql=[] if dest_exists else d.create_table_sql(self.dest_table, table_cols),
-            merge_columns=merge_columns,
-            merge_sql=mp.statements,
-            count_sql=mp.count_sql,
-            hooks=list(mod.hooks),
-            drift=drift,
-        )
 
     def stage(self) -> int:
         """Create the staging table and copy the source rows into it; returns rows staged."""
