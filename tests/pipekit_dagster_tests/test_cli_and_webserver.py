@@ -18,6 +18,7 @@ import psutil
 import pytest
 import requests
 
+from tests.dagster_graphql import TERMINATE, gql, launch_run, run_status
 from tests.pipekit_dagster_tests.conftest import IGNORE_DATA, REPO, PipekitEnv, dagster_cmd, free_port
 
 pytestmark = pytest.mark.dagster
@@ -86,56 +87,26 @@ modules:
     query: SELECT id, customer_id, status, amount, updated_at FROM orders
 """
 
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message stack }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
-STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
-TERMINATE = """
-mutation($id: String!) {
-  terminateRun(runId: $id) { __typename ... on TerminateRunFailure { message } ... on PythonError { message } }
-}
-"""
-
-
 class Server:
     def __init__(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
 
     def gql(self, query: str, **variables: object) -> dict:
-        r = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
-        r.raise_for_status()
-        body = r.json()
-        assert "errors" not in body, body
-        return body["data"]
+        return gql(self.url, query, **variables)
 
     def materialize(self, *assets: str) -> str:
         """What the Materialize button sends: the implicit asset job with an asset selection."""
-        params = {
-            "selector": {
-                "repositoryLocationName": "pipekit",
-                "repositoryName": "__repository__",
-                "jobName": "__ASSET_JOB",
-                "assetSelection": [{"path": [a]} for a in assets],
-                "assetCheckSelection": [],
-            },
-            "runConfigData": {},
-            "mode": "default",
-            "executionMetadata": {"tags": []},
+        selector = {
+            "repositoryLocationName": "pipekit",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [a]} for a in assets],
+            "assetCheckSelection": [],
         }
-        res = self.gql(LAUNCH, params=params)["launchRun"]
-        assert res["__typename"] == "LaunchRunSuccess", res
-        return res["run"]["runId"]
+        return launch_run(self.url, selector)
 
     def status(self, run_id: str) -> str:
-        return self.gql(STATUS, id=run_id)["runOrError"]["status"]
+        return run_status(self.url, run_id)
 
     def wait_status(self, run_id: str, wanted: set[str], timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout

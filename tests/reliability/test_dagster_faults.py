@@ -47,6 +47,7 @@ import pytest
 import requests
 
 from pipekit_core.repo import Repository
+from tests.dagster_graphql import TERMINATE, gql, launch_run, run_status
 from tests.helpers import PIPEKIT
 from tests.pipekit_dagster_tests.conftest import dagster_cmd
 from tests.reliability._support import (
@@ -243,24 +244,6 @@ MODULE = """\
       - {{sql: "INSERT INTO hook_log (module) VALUES ('{name}')", run_on: success}}
 """
 
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message stack }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
-STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
-TERMINATE = """
-mutation($id: String!) {
-  terminateRun(runId: $id) { __typename ... on TerminateRunFailure { message } ... on PythonError { message } }
-}
-"""
-
-
 def module_name(point: str) -> str:
     return f"c_{point}"
 
@@ -279,25 +262,13 @@ class Server:
         return Repository(self.root / "pipekit.db")
 
     def gql(self, query: str, **variables: object) -> dict:
-        r = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
-        r.raise_for_status()
-        body = r.json()
-        assert "errors" not in body, body
-        return body["data"]
+        return gql(self.url, query, **variables)
 
     def launch(self, location: str, job: str) -> str:
-        params = {
-            "selector": {"repositoryLocationName": location, "repositoryName": "__repository__", "jobName": job},
-            "runConfigData": {},
-            "mode": "default",
-            "executionMetadata": {"tags": []},
-        }
-        res = self.gql(LAUNCH, params=params)["launchRun"]
-        assert res["__typename"] == "LaunchRunSuccess", res
-        return res["run"]["runId"]
+        return launch_run(self.url, {"repositoryLocationName": location, "repositoryName": "__repository__", "jobName": job})
 
     def status(self, run_id: str) -> str:
-        return self.gql(STATUS, id=run_id)["runOrError"]["status"]
+        return run_status(self.url, run_id)
 
     def wait_status(self, run_id: str, timeout: float = 60) -> str:
         """Wait for the run to end; its final status."""
