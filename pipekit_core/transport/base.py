@@ -43,6 +43,16 @@ class StageRequest:
     timeout: float | None = None
     # jrunner only: pass -b (bulk load)? None = decide (PIPEKIT_JRUNNER_BULK, else the dest kind).
     bulk: bool | None = None
+    # The type each staged value finally lands in (the destination column's), by staging position,
+    # for the per-value exactness check (sql.types.value_guard). None: the staging types (on a
+    # SQLite destination staging is untyped, so only dest_types lets the check see the column's type).
+    dest_types: list[str] | None = None
+
+    def value_types(self) -> list[str]:
+        """The destination type of each staged column (see ``dest_types``)."""
+        if self.dest_types is not None and len(self.dest_types) == len(self.staging_columns):
+            return list(self.dest_types)
+        return [c.type for c in self.staging_columns]
 
 
 class CancelScope:

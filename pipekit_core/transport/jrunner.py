@@ -43,12 +43,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
+from urllib.parse import parse_qsl, quote, urlencode
 
-from pipekit_core.db import Endpoint, NativeDB
+from pipekit_core.db import Endpoint, NativeDB, pg_session_options
 from pipekit_core.errors import JrunnerError, RunCancelled, TransportError
 from pipekit_core.failpoints import row_watch
 from pipekit_core.secrets import redact, register_secret
 from pipekit_core.sql.dialects import get_dialect
+from pipekit_core.sql.query import prepare_for_wrapping
 from pipekit_core.transport.base import CancelScope, ProgressFn, SourceColumn, StageRequest, Transport
 
 GRACE_SECONDS = 5.0
@@ -62,14 +64,25 @@ PR_SET_PDEATHSIG = 1
 
 
 def jdbc_url(ep: Endpoint) -> str:
-    """The connection's JDBC URL (postgresql://... becomes jdbc:postgresql://host:port/db)."""
+    """The connection's JDBC URL (postgresql://... becomes jdbc:postgresql://host:port/db).
+
+    A PostgreSQL URL gains pgjdbc's ``options=`` parameter with :data:`PG_SESSION_SETTINGS`
+    (put before any ``options`` the user gave, so the user's own ``-c`` settings still win).
+    """
     url = ep.conn.url.strip()
-    if url.lower().startswith("jdbc:"):
-        return url
-    if ep.kind == "postgresql":
+    if not url.lower().startswith("jdbc:"):
+        if ep.kind != "postgresql":
+            return "jdbc:" + url
         p = ep.pg_params()
-        return f"jdbc:postgresql://{p['host']}:{p['port']}/{p['dbname']}"
-    return "jdbc:" + url
+        url = f"jdbc:postgresql://{p['host']}:{p['port']}/{p['dbname']}"
+    if ep.kind != "postgresql":
+        return url
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    user_opts = " ".join(v for k, v in pairs if k == "options")
+    rest = [(k, v) for k, v in pairs if k != "options"]
+    opts = (pg_session_options() + " " + user_opts).strip()
+    return base + "?" + urlencode([*rest, ("options", opts)], quote_via=quote)
 
 
 def bulk_setting(env: Mapping[str, str] | None = None) -> bool | None:
@@ -456,10 +469,11 @@ class JrunnerTransport(Transport):
         return value if value != "" else None
 
     def describe(self, ep: Endpoint, sql: str) -> list[SourceColumn]:
+        body = prepare_for_wrapping(sql)
         try:
-            wrapped = get_dialect(ep.kind).zero_row_wrap(sql)
-        except ValueError:
-            wrapped = f"SELECT * FROM (\n{sql.strip().rstrip(';')}\n) q WHERE 1=0"
+            wrapped = get_dialect(ep.kind).zero_row_wrap(body)
+        except ValueError:  # a source kind without a pipekit dialect
+            wrapped = f"SELECT * FROM (\n{body}\n) q WHERE 1=0"
         rows = self.query_rows(ep, wrapped, limit=0)
         if not rows or not rows[0]:
             raise TransportError(f"connection '{ep.name}': jrunner returned no header for the source query")
@@ -495,7 +509,9 @@ class JrunnerTransport(Transport):
                 progress(rows)
 
         poll = watch.fire_pending if watch.next_at is not None else None
-        self._run(args, req.sql, keep_stdout=False, on_tick=tick, state_file=state_file, on_poll=poll)
+        # jrunner runs the file's text as one statement: no trailing ';' or comment to trip it.
+        sql = prepare_for_wrapping(req.sql) + "\n"
+        self._run(args, sql, keep_stdout=False, on_tick=tick, state_file=state_file, on_poll=poll)
         return None  # rows come from the staging table, not from jrunner's words
 
     def _state_file(self, module: str) -> Path | None:

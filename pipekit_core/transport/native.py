@@ -24,6 +24,9 @@ from typing import Any
 from pipekit_core.db import Endpoint, NativeDB
 from pipekit_core.errors import TransportError
 from pipekit_core.failpoints import row_watch
+from pipekit_core.sql.dialects import ColumnDef
+from pipekit_core.sql.query import prepare_for_wrapping, wrap_lines
+from pipekit_core.sql.types import InexactValue, value_guard
 from pipekit_core.transport.base import ProgressFn, SourceColumn, StageRequest, Transport
 
 BATCH = 10_000
@@ -72,6 +75,7 @@ class NativeTransport(Transport):
 
 def describe_native(db: NativeDB, sql: str) -> list[SourceColumn]:
     """Columns of ``sql``: PostgreSQL types by name (format_type), SQLite types from sample rows."""
+    sql = prepare_for_wrapping(sql)
     wrapped = db.dialect.zero_row_wrap(sql)
     if db.kind == "postgresql":
         cur = db.raw.execute(wrapped)
@@ -91,18 +95,43 @@ def describe_native(db: NativeDB, sql: str) -> list[SourceColumn]:
     else:
         cur = db.raw.execute(wrapped)
         names = [d[0] for d in cur.description]
-        # SQLite reports no result types: infer from a sample of the real rows.
-        sample_sql = f"SELECT * FROM ({sql.strip().rstrip(';')}) LIMIT 200"
+        declared = _sqlite_declared_types(db, sql, len(names))
         seen: list[set[str]] = [set() for _ in names]
-        for row in db.raw.execute(sample_sql):
-            for i, v in enumerate(row):
-                if v is not None:
-                    seen[i].add(type(v).__name__)
-        cols = [SourceColumn(n, _sqlite_type(s)) for n, s in zip(names, seen, strict=True)]
+        if not all(declared):
+            # Only columns with no declared type (expressions): infer from a sample of the rows.
+            for row in db.raw.execute(wrap_lines("SELECT * FROM (", sql, ") LIMIT 200")):
+                for i, v in enumerate(row):
+                    if v is not None:
+                        seen[i].add(type(v).__name__)
+        cols = [
+            SourceColumn(n, d or _sqlite_type(s)) for n, d, s in zip(names, declared, seen, strict=True)
+        ]
     dupes = sorted({c.name for c in cols if [x.name for x in cols].count(c.name) > 1})
     if dupes:
         raise TransportError(f"the source query returns duplicate column names {dupes}; alias them apart")
     return cols
+
+
+def _sqlite_declared_types(db: NativeDB, sql: str, width: int) -> list[str]:
+    """The declared type of each result column ('' for expressions), in result order.
+
+    sqlite3 exposes no ``sqlite3_column_decltype``; a temporary view over the query carries the
+    declared types of direct column references (SQLite propagates them), read with PRAGMA
+    table_info. The view lives in the connection's temp schema and is dropped at once.
+    """
+    import sqlite3
+
+    view = f"pipekit_describe_{uuid.uuid4().hex}"
+    try:
+        db.raw.execute(f'CREATE TEMP VIEW "{view}" AS\n{sql}\n')
+    except sqlite3.Error:  # a query a view cannot hold: every column is sampled instead
+        return [""] * width
+    try:
+        info = db.raw.execute(f'PRAGMA temp.table_info("{view}")').fetchall()
+    finally:
+        db.raw.execute(f'DROP VIEW temp."{view}"')
+    types = [str(r[2] or "").strip() for r in sorted(info, key=lambda r: r[0])]
+    return types if len(types) == width else [""] * width
 
 
 def _sqlite_type(seen: set[str]) -> str:
@@ -110,8 +139,10 @@ def _sqlite_type(seen: set[str]) -> str:
         return "TEXT"
     if seen <= {"int"}:
         return "INTEGER"
-    if seen <= {"int", "float"}:
+    if seen <= {"float"}:
         return "REAL"
+    if seen <= {"int", "float"}:
+        return "NUMERIC"  # integers and reals: a REAL would round integers beyond 2**53
     if seen <= {"bytes"}:
         return "BLOB"
     return "TEXT"
@@ -154,14 +185,50 @@ class _CopyProgress:
             mon.close()
 
 
+_COPY_COLUMN_RE = re.compile(r"COPY [^,]+, line (\d+), column ([^:]+):")
+
+
+@contextlib.contextmanager
+def _named_type_errors(req: StageRequest) -> Iterator[None]:
+    """A value the staging column's type refuses (psycopg DataError during COPY into staging, class
+    22: invalid text, out of range, too long, bad date) fails naming the column, the line and the
+    ``columns: dest_type`` to declare. PostgreSQL's COPY context line carries the column name."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.DataError as e:
+        diag = e.diag
+        m = _COPY_COLUMN_RE.search(diag.context or "")
+        if m is None:
+            raise
+        line, col_name = int(m[1]), m[2]
+        by_name = {c.name: (i, c) for i, c in enumerate(req.staging_columns)}
+        if col_name not in by_name:
+            raise
+        i, col = by_name[col_name]
+        source = req.source_columns[i].name if i < len(req.source_columns) else col_name
+        hint = "numeric" if diag.sqlstate == "22003" else "text"
+        raise TransportError(
+            f"module '{req.module}': column '{col_name}' ({col.type}), source row {line}: "
+            f"{(diag.message_primary or str(e)).strip()}. Declare a type that holds it under columns:, "
+            f"e.g. {{source_name: {source}, dest_type: {hint}}}"
+        ) from e
+
+
 def _pg_to_pg(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    with _named_type_errors(req):
+        return _pg_to_pg_copy(src, dest, req, progress)
+
+
+def _pg_to_pg_copy(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
     d = dest.dialect
     binary = all(
         s.type == c.type for s, c in zip(req.source_columns, req.staging_columns, strict=True)
     )
     fmt = " (FORMAT BINARY)" if binary else ""
     cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
-    out_sql = f"COPY ({req.sql.strip().rstrip(';')}) TO STDOUT{fmt}"
+    out_sql = wrap_lines("COPY (", req.sql, f") TO STDOUT{fmt}")
     in_sql = f"COPY {d.table(req.staging)} ({cols}) FROM STDIN{fmt}"
     watch = row_watch()
     limit = watch.next_at
@@ -252,8 +319,19 @@ def _writer(dest: NativeDB, req: StageRequest) -> tuple[Callable[[list[tuple]], 
 def _pump(
     rows: Iterator[tuple], dest: NativeDB, req: StageRequest, progress: ProgressFn, convert: bool = True
 ) -> int:
-    convs = [_converter(dest.kind, c.type) for c in req.staging_columns]
-    needs_conv = convert and any(convs)
+    if dest.kind == "postgresql":
+        with _named_type_errors(req):
+            return _pump_rows(rows, dest, req, progress, convert)
+    return _pump_rows(rows, dest, req, progress, convert)
+
+
+def _pump_rows(
+    rows: Iterator[tuple], dest: NativeDB, req: StageRequest, progress: ProgressFn, convert: bool
+) -> int:
+    convs = [_converter(dest.kind, c.type) for c in req.staging_columns] if convert else []
+    guards = [value_guard(dest.kind, t) for t in req.value_types()]
+    if any(convs) or any(guards):
+        rows = _checked(rows, convs, guards, req, dest.kind)
     total = 0
     last = time.monotonic()
     watch = row_watch()
@@ -263,8 +341,6 @@ def _pump(
         try:
             batch: list[tuple] = []
             for row in rows:
-                if needs_conv:
-                    row = tuple(c(v) if c else v for c, v in zip(convs, row, strict=True))
                 batch.append(row)
                 if len(batch) >= BATCH or (limit is not None and total + len(batch) >= limit):
                     write(batch)
@@ -286,8 +362,40 @@ def _pump(
     return total
 
 
+def _checked(
+    rows: Iterator[tuple], convs: list[Callable[[Any], Any] | None], guards: list[Callable[[Any], Any] | None],
+    req: StageRequest, dest_kind: str,
+) -> Iterator[tuple]:
+    """Rows converted for the destination and checked to arrive exactly (:func:`value_guard`)."""
+    steps = [
+        (i, c, g) for i, (c, g) in enumerate(zip(convs or [None] * len(guards), guards, strict=True)) if c or g
+    ]
+    for n, row in enumerate(rows, start=1):
+        out = list(row)
+        for i, c, g in steps:
+            v = out[i]
+            if v is None:
+                continue
+            if c is not None:
+                v = c(v)
+            if g is not None:
+                try:
+                    v = g(v)
+                except InexactValue as e:
+                    col = req.staging_columns[i]
+                    col = ColumnDef(col.name, req.value_types()[i])
+                    source = req.source_columns[i].name if i < len(req.source_columns) else col.name
+                    raise TransportError(
+                        f"module '{req.module}': column '{col.name}' ({col.type}), source row {n}: {e.reason}; "
+                        f"{dest_kind} would not store it exactly. Declare a type that holds it under columns:, "
+                        f"e.g. {{source_name: {source}, dest_type: {e.hint}}}"
+                    ) from None
+            out[i] = v
+        yield tuple(out)
+
+
 def _pg_to_rows(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
-    out_sql = f"COPY ({req.sql.strip().rstrip(';')}) TO STDOUT"
+    out_sql = wrap_lines("COPY (", req.sql, ") TO STDOUT")
 
     def rows() -> Iterator[tuple]:
         cur = src.raw.cursor()
@@ -351,12 +459,13 @@ def _lenient_datetimes(cur: Any) -> None:
 
 def _sqlite_to_any(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
     def rows() -> Iterator[tuple]:
-        cur = src.raw.execute(req.sql)
+        cur = src.raw.execute(prepare_for_wrapping(req.sql))
         while True:
             chunk = cur.fetchmany(BATCH)
             if not chunk:
                 return
             yield from chunk
 
-    # sqlite3 returns only None/int/float/str/bytes (never NaN): nothing to convert for SQLite.
+    # sqlite3 returns only None/int/float/str/bytes (never NaN): nothing to convert for SQLite;
+    # every value is still checked to arrive exactly (value_guard).
     return _pump(rows(), dest, req, progress, convert=dest.kind != "sqlite")

@@ -197,12 +197,13 @@ def test_staging_by_position_merge_by_name(
         assert not Path(argv[argv.index("-sq") + 1]).exists()  # SQL file removed
         if c["mode"] == "query":  # resolvers: source flags only, on the resolver's connection (dest)
             assert "-dcu" not in argv and "-b" not in argv and not c["bulk"]
-            assert argv[argv.index("-scu") + 1] == jdbc_url(pg_db2)
+            # the session settings ride on the URL (pgjdbc options=), as for every PostgreSQL session
+            assert argv[argv.index("-scu") + 1].startswith(jdbc_url(pg_db2) + "?options=")
             assert c["sql"] == "SELECT max(id) FROM m"
         else:
             assert c["bulk"] is bulk and ("-b" in argv) is bulk
-            assert argv[argv.index("-scu") + 1] == jdbc_url(pg_db)
-            assert argv[argv.index("-dcu") + 1] == jdbc_url(pg_db2)
+            assert argv[argv.index("-scu") + 1].startswith(jdbc_url(pg_db) + "?options=")
+            assert argv[argv.index("-dcu") + 1].startswith(jdbc_url(pg_db2) + "?options=")
             assert argv[argv.index("-dt") + 1] == '"pipekit_staging"."m"'
     assert list((tmp_path / "sqltmp").iterdir()) == []
     assert _staging_gone(pg_db2, "m")

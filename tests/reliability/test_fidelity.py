@@ -22,6 +22,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,9 @@ LITE_COLUMNS: list[tuple[str, str, list[Any], str]] = [
     ("r", "REAL", [1.5, math.inf, N, -math.inf, 5e-324], "double precision"),
     ("t", "TEXT", ["uni \u00fc \U0001f600\nq' \"dq\" \\ \ttab\r", "", N, "NULL", "\\N"], "text"),
     ("b", "BLOB", [b"\x00\xff\x10", b"", N, b"\\N", b"\n"], "bytea"),
-    ("flag", "BOOLEAN", [1, 0, N, 0, 1], "bigint"),  # SQLite booleans are 0/1 integers
+    ("flag", "BOOLEAN", [1, 0, N, 0, 1], "boolean"),  # declared BOOLEAN: the 0/1 integers become booleans
     ("at", "DATETIME", ["2024-05-01 10:00:00", "1970-01-01", N, "2024-05-01T10:00:00Z", "now"], "text"),
-    ("num", "NUMERIC", [12.5, 100, N, 0.1, -7], "double precision"),  # what NUMERIC affinity stored
+    ("num", "NUMERIC", [12.5, 100, N, 0.1, -7], "numeric"),  # declared NUMERIC: exact numeric
     ("mixed", "", [1, "a", N, 2.5, b"\x01"], "text"),  # several storage classes: their text
 ]
 MIXED_AS_TEXT = ["1", "a", N, "2.5", "\\x01"]
@@ -269,7 +270,9 @@ def test_sqlite_to_pg_native(copies: Copies, col: str) -> None:
     if col == "mixed":
         want: list[Any] = MIXED_AS_TEXT
     elif col == "num":
-        want = [float(v) if v is not None else None for v in values]
+        want = [Decimal(str(v)) if v is not None else None for v in values]
+    elif col == "flag":
+        want = [bool(v) if v is not None else None for v in values]
     else:
         want = values
     assert [(type(v), v) for v in got] == [(type(v), v) for v in want]
