@@ -163,6 +163,19 @@ def _print_plan(plan: Any) -> None:
         print(f"\n-- destination {plan.dest_table} does not exist: created in the merge transaction")
         for s in plan.create_table_sql:
             print(s + ";")
+    schema = getattr(plan, "schema", None)
+    if schema:
+        print(f"\n-- schema changes to {plan.dest_table} (allowed by schema_change:)")
+        for c in schema.added:
+            print(f"add column {c.name} {c.type}".rstrip())
+        for col, old, new in schema.widened:
+            print(f"widen column {col}: {old} -> {new}")
+        for col in schema.filled:
+            print(f"column {col} is not fed by the query: filled with NULL / its default (missing_column: fill)")
+        for col in schema.ignored:
+            print(f"source column {col} is not merged (new_column: ignore)")
+        for s in plan.alter_sql:
+            print(s + ";  -- in the merge transaction")
     print("\n-- merge SQL (one transaction)")
     for s in plan.merge_sql:
         print(s + ";")
@@ -186,8 +199,22 @@ def plan(module: str, full_refresh: bool, watermarks: tuple[str, ...]) -> None:
 
     eng = _engine()
     opts = RunOptions(dry_run=True, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks))
-    p = eng.new_run(module, opts).plan_only()
+    try:
+        p = eng.new_run(module, opts).plan_only()
+    except Exception as e:  # the database's own message, not "unexpected SyntaxError"
+        if _is_db_error(e):
+            fail(f"module '{module}': plan failed (resolve/describe on the database): {redact(str(e))}; "
+                 "fix the SQL named in the message")
+        raise
     _print_plan(p)
+
+
+def _is_db_error(e: BaseException) -> bool:
+    import sqlite3
+
+    import psycopg
+
+    return isinstance(e, (sqlite3.Error, psycopg.Error))
 
 
 class _Progress:
@@ -255,6 +282,10 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
     for name in names:
         if failed and stop_on_failure:
             print(f"{name}: skipped (an earlier module of group {group} failed)")
+            continue
+        mod = eng.catalog.modules.get(name) if group else None
+        if mod is not None and not mod.enabled:
+            print(f"{name}: skipped (enabled: false in {mod.source_file or 'its module file'})")
             continue
         try:
             res = run_module(eng, name, opts, progress)

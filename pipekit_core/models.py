@@ -112,6 +112,30 @@ class Retries(_Strict):
     delay: float = Field(default=30, ge=0, allow_inf_nan=False)
 
 
+class SchemaChange(_Strict):
+    """``schema_change:``: what a run does when the source query and the destination table differ.
+
+    ``missing_column``: a destination column the query no longer feeds (fail | fill with NULL/default);
+    ``new_column``: a source column the destination lacks (add | fail | ignore = not merged);
+    ``widen``: a source/declared type wider than the destination's (alter losslessly | fail).
+    The string ``strict`` means every setting ``fail``.
+    """
+
+    missing_column: Literal["fail", "fill"] = "fail"
+    new_column: Literal["add", "fail", "ignore"] = "add"
+    widen: Literal["alter", "fail"] = "alter"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.strip() == "strict":
+                return {"missing_column": "fail", "new_column": "fail", "widen": "fail"}
+            raise ValueError(f"{v!r} is not a known shorthand; use 'strict' or a mapping "
+                             "with missing_column, new_column, widen")
+        return v
+
+
 class Module(_Strict):
     """One sync job: source query -> staging -> merge into ``dest_table`` on ``dest``."""
 
@@ -127,6 +151,7 @@ class Module(_Strict):
     hooks: list[Hook] = Field(default_factory=list)
     columns: list[ColumnSpec] | None = None
     allow_empty: bool = False
+    schema_change: SchemaChange = Field(default_factory=SchemaChange)
     schedule: str | None = None
     sensor: SensorSpec | None = None
     deps: list[str] = Field(default_factory=list)
@@ -173,7 +198,10 @@ class Module(_Strict):
         return self
 
     def placeholders(self) -> list[str]:
-        return list(dict.fromkeys(PLACEHOLDER_RE.findall(self.sql or self.query or "")))
+        """The ``{name}`` placeholders of the query, in order (``{{``/``}}`` are literal braces)."""
+        from pipekit_core.watermarks import placeholders  # watermarks imports this module
+
+        return list(dict.fromkeys(t.name for t in placeholders(self.sql or self.query or "") if t.name))
 
     def definition_hash(self) -> str:
         """Stable hash of what the module does (Dagster code_version)."""

@@ -6,7 +6,7 @@ Built by :func:`build_plan` without touching a database (the engine hands it wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipekit_core.db import Endpoint
 from pipekit_core.defs import Catalog
@@ -14,7 +14,7 @@ from pipekit_core.errors import PipekitError
 from pipekit_core.models import Hook, Module
 from pipekit_core.sql.builders import MergeBuilder
 from pipekit_core.sql.dialects import ColumnDef, TableName
-from pipekit_core.sql.types import map_type
+from pipekit_core.sql.types import holds, map_type, widening
 from pipekit_core.transport.base import SourceColumn
 
 
@@ -23,6 +23,23 @@ class WatermarkValue:
     name: str
     value: str | None
     source: str  # resolved | default | override | first-run default | full-refresh default
+
+
+class SchemaChangeError(PipekitError):
+    """The source query and the destination table differ in a way the module's schema_change refuses."""
+
+
+@dataclass
+class SchemaDiff:
+    """How the source query's columns differ from the destination table's, and what the run does."""
+
+    added: list[ColumnDef] = field(default_factory=list)  # new_column: add
+    widened: list[tuple[str, str, str]] = field(default_factory=list)  # (column, old, new), widen: alter
+    filled: list[str] = field(default_factory=list)  # missing_column: fill (NULL / the column's default)
+    ignored: list[str] = field(default_factory=list)  # new_column: ignore (not merged)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.widened or self.filled or self.ignored)
 
 
 @dataclass
@@ -46,7 +63,13 @@ class Plan:
     merge_sql: list[str]
     count_sql: str
     hooks: list[Hook]
-    drift: list[str]  # source columns the destination lacks
+    drift: list[str]  # source columns the destination lacks and that are not merged (new_column: ignore)
+    alter_sql: list[str] = field(default_factory=list)  # schema changes, run in the merge transaction
+    schema: SchemaDiff = field(default_factory=SchemaDiff)
+    # The type each staged column finally lands in (the destination column's after this run's
+    # schema changes, or the new table's), by staging position: the per-value exactness check
+    # (sql.types.value_guard) judges values against it, also where staging is untyped (SQLite).
+    dest_types: list[str] = field(default_factory=list)
 
     def watermark_values(self) -> dict[str, str | None]:
         return {k: v.value for k, v in self.watermarks.items()}
@@ -75,45 +98,38 @@ def build_plan(
     names), staging DDL, the destination's CREATE TABLE when missing, and the merge.
 
     Raises PipekitError naming the module when columns collide after renaming, no source column
-    matches the destination, or a merge_key column is not in the query.
+    matches the destination, or a merge_key column is not in the query; SchemaChangeError when the
+    source and the destination differ in a way ``schema_change:`` refuses (see :func:`schema_diff`).
     """
     mod = module
     src_kind = catalog.connection(mod.source).kind
     d = dest.dialect
-    specs = {c.source_name: c for c in (mod.columns or [])}
-    specs_ci = {c.source_name.lower(): c for c in (mod.columns or [])}
-    staging_cols: list[ColumnDef] = []
-    table_cols: list[ColumnDef] = []
-    for sc in source_columns:
-        spec = specs.get(sc.name) or specs_ci.get(sc.name.lower())
-        name = spec.target_name if spec else sc.name
-        mapped = map_type(src_kind, dest.kind, sc.type)
-        dest_type = (spec.dest_type if spec and spec.dest_type else None) or mapped
-        if dest.kind == "sqlite":
-            stage_type = ""  # no affinity: values are kept exactly as copied
-        elif src_kind == "postgresql" and dest.kind == "postgresql" and not (spec and spec.dest_type):
-            # The source's own type (binary COPY) unless pipekit does not know it (an enum,
-            # a domain, an extension type): the destination may not have it, so stage as the
-            # existing destination column's type, else as the mapped type (text).
-            unknown = mapped in ("text", "text[]") and sc.type not in ("text", "text[]")
-            stage_type = ({n: t for n, t, _ in dest_cols}.get(name) or mapped) if unknown else sc.type
-        else:
-            stage_type = dest_type
-        staging_cols.append(ColumnDef(name, stage_type))
-        table_cols.append(ColumnDef(name, dest_type))
+    staging_cols, table_cols, wanted = module_columns(mod, src_kind, dest.kind, source_columns, dest_cols)
     names = [c.name for c in staging_cols]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise PipekitError(f"module '{mod.name}': columns {dupes} appear twice after renaming (columns:)")
     dest_names = [n for n, _, _ in dest_cols]
+    diff = SchemaDiff()
+    alter_sql: list[str] = []
     if dest_exists:
-        merge_columns = [n for n in names if n in dest_names]
-        drift = [n for n in names if n not in dest_names]
-        if not merge_columns:
+        fold = dest.kind == "sqlite"  # SQLite names compare case-insensitively, PostgreSQL's exactly
+        have = {(n.lower() if fold else n) for n in dest_names}
+        common = [n for n in names if (n.lower() if fold else n) in have]
+        if not common:
             raise PipekitError(
                 f"module '{mod.name}': no column of the source query matches a column of {mod.dest_table} "
                 f"(source: {names}; destination: {dest_names})"
             )
+        diff = schema_diff(mod, compare_schema(dest.kind, table_cols, wanted, dest_cols))
+        added = {c.name for c in diff.added}
+        merge_columns = [n for n in names if n in common or n in added]
+        drift = list(diff.ignored)
+        alter_sql = [d.add_column_sql(dest_table, c) for c in diff.added]
+        for col, _old, new in diff.widened:
+            stmt = d.alter_column_type_sql(dest_table, ColumnDef(col, new))
+            if stmt:
+                alter_sql.append(stmt)
     else:
         merge_columns, drift = names, []
     key_not_null = False
@@ -126,6 +142,10 @@ def build_plan(
             )
         nullable = {n: nul for n, _, nul in dest_cols}
         key_not_null = dest_exists and all(not nullable.get(k, True) for k in mod.merge_key)
+    fold = dest.kind == "sqlite"
+    final = {(n.lower() if fold else n): t for n, t, _ in dest_cols}
+    final.update({(col.lower() if fold else col): new for col, _old, new in diff.widened})
+    dest_types = [final.get(c.name.lower() if fold else c.name) or t.type for c, t in zip(staging_cols, table_cols, strict=True)]
     builder = MergeBuilder(d)
     mp = builder.plan(strategy, dest_table, staging, merge_columns, list(mod.merge_key), key_not_null)
     return Plan(
@@ -147,4 +167,149 @@ def build_plan(
         count_sql=mp.count_sql,
         hooks=list(mod.hooks),
         drift=drift,
+        alter_sql=alter_sql,
+        schema=diff,
+        dest_types=dest_types,
     )
+
+
+def module_columns(
+    mod: Module,
+    src_kind: str,
+    dest_kind: str,
+    source_columns: list[SourceColumn],
+    dest_cols: list[tuple[str, str, bool]],
+) -> tuple[list[ColumnDef], list[ColumnDef], dict[str, tuple[str, bool]]]:
+    """The module's columns in query order, with destination names: (staging columns, the columns
+    a new destination table gets, column -> (type to compare with the destination, declared?))."""
+    specs = {c.source_name: c for c in (mod.columns or [])}
+    specs_ci = {c.source_name.lower(): c for c in (mod.columns or [])}
+    staging_cols: list[ColumnDef] = []
+    table_cols: list[ColumnDef] = []
+    wanted: dict[str, tuple[str, bool]] = {}  # column -> (type the module gives it, declared in columns:)
+    for sc in source_columns:
+        spec = specs.get(sc.name) or specs_ci.get(sc.name.lower())
+        name = spec.target_name if spec else sc.name
+        mapped = map_type(src_kind, dest_kind, sc.type)
+        dest_type = (spec.dest_type if spec and spec.dest_type else None) or mapped
+        if dest_kind == "sqlite":
+            stage_type = ""  # no affinity: values are kept exactly as copied
+        elif src_kind == "postgresql" and dest_kind == "postgresql" and not (spec and spec.dest_type):
+            # The source's own type (binary COPY) unless pipekit does not know it (an enum,
+            # a domain, an extension type): the destination may not have it, so stage as the
+            # existing destination column's type, else as the mapped type (text).
+            unknown = mapped in ("text", "text[]") and sc.type not in ("text", "text[]")
+            stage_type = ({n: t for n, t, _ in dest_cols}.get(name) or mapped) if unknown else sc.type
+        else:
+            stage_type = dest_type
+        staging_cols.append(ColumnDef(name, stage_type))
+        table_cols.append(ColumnDef(name, dest_type))
+        declared = bool(spec and spec.dest_type)
+        own = sc.type if src_kind == "postgresql" and dest_kind == "postgresql" and not declared else dest_type
+        wanted[name] = (own, declared)
+    return staging_cols, table_cols, wanted
+
+
+@dataclass
+class SchemaCompare:
+    """Differences between the module's columns and an existing destination table's."""
+
+    new: list[ColumnDef] = field(default_factory=list)  # module columns the destination lacks
+    missing: list[str] = field(default_factory=list)  # destination columns the query does not feed
+    widen: list[tuple[str, str, str, str]] = field(default_factory=list)  # (column, old, new DDL, new shown)
+    lossy: list[tuple[str, str, str]] = field(default_factory=list)  # (column, destination type, module type)
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.missing or self.widen or self.lossy)
+
+
+def compare_schema(
+    dest_kind: str,
+    table_cols: list[ColumnDef],
+    wanted: dict[str, tuple[str, bool]],
+    dest_cols: list[tuple[str, str, bool]],
+) -> SchemaCompare:
+    """Compare the module's columns (from :func:`module_columns`) with the destination's columns.
+
+    Names: PostgreSQL compares exactly (quoted identifiers), SQLite case-insensitively. Types:
+    :func:`pipekit_core.sql.types.widening`; ``lossless`` from the destination's type to the
+    module's is a widening; a destination type that already holds every value of an undeclared
+    source type (:func:`pipekit_core.sql.types.holds`) is no difference; anything else is lossy.
+    """
+    fold = dest_kind == "sqlite"
+
+    def key(n: str) -> str:
+        return n.lower() if fold else n
+
+    dest_by = {key(n): (n, t) for n, t, _ in dest_cols}
+    fed = {key(c.name) for c in table_cols}
+    out = SchemaCompare()
+    out.new = [c for c in table_cols if key(c.name) not in dest_by]
+    out.missing = [n for n, _, _ in dest_cols if key(n) not in fed]
+    for c in table_cols:
+        hit = dest_by.get(key(c.name))
+        if hit is None:
+            continue
+        col, old = hit
+        new, declared = wanted.get(c.name, (c.type, False))
+        verdict = widening(old, new, dest_kind)
+        if verdict == "lossless":
+            out.widen.append((col, old, c.type, new))
+        elif verdict == "lossy" and not holds(old, new, dest_kind):
+            # (a destination column wider than what the module declares or the source sends
+            # already holds every value: no change, declared or not)
+            out.lossy.append((col, old, new))
+    return out
+
+
+def schema_diff(mod: Module, cmp: SchemaCompare) -> SchemaDiff:
+    """Apply ``mod.schema_change`` to the differences: what the run changes, or the refusal.
+
+    Raises:
+        SchemaChangeError: listing every refused difference, the setting that refuses it and
+            what to change. Nothing has been written when it is raised.
+    """
+    policy = mod.schema_change
+    diff = SchemaDiff()
+    problems: list[str] = []
+    if cmp.new:
+        shown = ", ".join(f"{c.name} ({c.type or 'no type'})" for c in cmp.new)
+        if policy.new_column == "add":
+            diff.added = list(cmp.new)
+        elif policy.new_column == "ignore":
+            diff.ignored = [c.name for c in cmp.new]
+        else:
+            problems.append(
+                f"the query has column(s) {shown} that the destination lacks (schema_change: new_column: fail; "
+                "set new_column: add to add them, or ignore to leave them unmerged)"
+            )
+    if cmp.missing:
+        if policy.missing_column == "fill":
+            diff.filled = list(cmp.missing)
+        else:
+            problems.append(
+                f"destination column(s) {cmp.missing} are no longer returned by the query; a merge would set them "
+                "to NULL (schema_change: missing_column: fail; add them back to the query, drop them from the "
+                "table, or set missing_column: fill to fill them with NULL / their default)"
+            )
+    for col, old, ddl, shown_new in cmp.widen:
+        if policy.widen == "alter":
+            diff.widened.append((col, old, ddl))
+        else:
+            problems.append(
+                f"column {col!r} is {old} in the destination and {shown_new} from the module; widening it is "
+                f"refused by schema_change: widen: fail (set widen: alter, or declare the destination's type "
+                f"with columns: dest_type: {old})"
+            )
+    if cmp.lossy:
+        shown = ", ".join(f"{col!r} (destination {old}, module {new})" for col, old, new in cmp.lossy)
+        problems.append(
+            f"column(s) {shown} cannot be changed without losing values; change the column on the destination "
+            "by hand, or declare the destination's type with columns: dest_type"
+        )
+    if problems:
+        raise SchemaChangeError(
+            f"module '{mod.name}': the source query and {mod.dest_table} differ: " + "; ".join(problems)
+            + ". Nothing was written to the destination."
+        )
+    return diff

@@ -6,8 +6,9 @@ Module checks (they touch the destination when evaluated, never at load):
   the same merge key (NULL parts compare equal, as in the NULL-safe merge). ERROR when it does.
 - ``no_schema_drift`` (every module): the source query's columns, as the last successful run
   learned them (``repo.last_success(module)['source_columns']``, renamed by ``columns:``),
-  against the destination table's columns. WARN when the source has columns the destination
-  lacks (they are not merged).
+  against the destination table's columns, both directions and types. WARN when the source has
+  columns the destination lacks, the destination has columns the query no longer feeds, or a
+  column's type differs (what the next run's ``schema_change:`` would alter or refuse).
 
 All module checks live in one subsettable ``@multi_asset_check``, ``pipekit_module_checks`` (one
 step per run): a job runs the checks of the assets it selects once those assets are done. As
@@ -74,7 +75,7 @@ def build_module_checks(catalog: Catalog, keys: Mapping[str, dg.AssetKey]) -> li
             dg.AssetCheckSpec(
                 "no_schema_drift",
                 asset=key,
-                description=f"Every column of the source query (as last run) exists in {mod.dest_table}.",
+                description=f"The source query (as last run) and {mod.dest_table} have the same columns and types.",
                 blocking=False,
             )
         )
@@ -134,7 +135,12 @@ def _duplicate_keys_result(pipekit: PipekitResource, name: str, key: dg.AssetChe
 
 
 def _schema_drift_result(pipekit: PipekitResource, name: str, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
-    """``no_schema_drift``: WARN when the source query has columns the destination table lacks."""
+    """``no_schema_drift``: WARN when the source query (as last run) and the destination table differ:
+    a source column the table lacks, a table column the query no longer feeds, or a type change
+    (compared as the engine's ``schema_change:`` handling compares them, ``pipekit_core.plan``)."""
+    from pipekit_core.plan import compare_schema, module_columns
+    from pipekit_core.transport.base import SourceColumn
+
     engine = pipekit.engine()
     module = engine.module(name)
     last = engine.repo.last_success(name) or {}
@@ -151,24 +157,33 @@ def _schema_drift_result(pipekit: PipekitResource, name: str, key: dg.AssetCheck
         if not db.table_exists(table):
             return _missing_table(module, key)
         dest_cols = db.table_columns(table)
-    source = [dest_name(module, str(col[0])) for col in learned]
+        dest_kind = db.kind
+    src_kind = engine.catalog.connection(module.source).kind
+    cols = [SourceColumn(str(col[0]), str(col[1]) if len(col) > 1 and col[1] is not None else "") for col in learned]
+    _, table_cols, wanted = module_columns(module, src_kind, dest_kind, cols, dest_cols)
+    diff = compare_schema(dest_kind, table_cols, wanted, dest_cols)
+    source = [c.name for c in table_cols]
     dest_names = [n for n, _, _ in dest_cols]
-    missing = [n for n in source if n not in dest_names]
-    unfed = [n for n in dest_names if n not in source]
+    missing = [c.name for c in diff.new]
+    types = [f"{col}: {old} -> {new}" for col, old, _, new in diff.widen]
+    types += [f"{col}: {old} -> {new} (lossy)" for col, old, new in diff.lossy]
+    parts = []
+    if missing:
+        parts.append(f"the source query has column(s) {', '.join(missing)} that {module.dest_table} lacks")
+    if diff.missing:
+        parts.append(f"{module.dest_table} has column(s) {', '.join(diff.missing)} that the query no longer returns")
+    if types:
+        parts.append("column types differ: " + "; ".join(types))
     return dg.AssetCheckResult(
         asset_key=key.asset_key,
         check_name=key.name,
-        passed=not missing,
+        passed=not diff,
         severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"the source query has column(s) {', '.join(missing)} that {module.dest_table} lacks; "
-            "they are not merged (add them to the table, or drop them from the query)"
-        )
-        if missing
-        else None,
+        description=("; ".join(parts) + " (the next run applies schema_change:, see the README)") if parts else None,
         metadata={
             "pipekit/missing_in_destination": dg.MetadataValue.json(missing),
-            "pipekit/not_in_source": dg.MetadataValue.json(unfed),
+            "pipekit/not_in_source": dg.MetadataValue.json(diff.missing),
+            "pipekit/type_changes": dg.MetadataValue.json(types),
             "pipekit/source_columns": dg.MetadataValue.json(source),
             "pipekit/dest_columns": dg.MetadataValue.json(dest_names),
             c.RUN_ID: int(last.get("id") or 0),

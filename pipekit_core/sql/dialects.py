@@ -11,6 +11,7 @@ for sources, and their DDL/merge SQL is checked against golden text only.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 __all__ = [
@@ -116,6 +117,8 @@ class Dialect:
     """SQL text for one kind of database. Subclass per database; override the small steps."""
 
     name: str = ""
+    #: longest identifier (in UTF-8 bytes) the database keeps; longer names are hash-suffixed
+    max_identifier: int = 128
     supports_schemas: bool = True
     open_quote: str = '"'
     close_quote: str = '"'
@@ -146,8 +149,17 @@ class Dialect:
         return f"{self.quote(t.schema)}.{self.quote(t.name)}"
 
     def staging_table(self, module: str, staging_schema: str) -> TableName:
-        """Where a module's rows are staged on this destination."""
-        return TableName(staging_schema, module)
+        """Where a module's rows are staged on this destination (unique per module, within the limit)."""
+        return TableName(staging_schema, self.fit_identifier(module))
+
+    def fit_identifier(self, name: str) -> str:
+        """``name`` if it fits :attr:`max_identifier` bytes, else a prefix + ``_`` + 8 hex of its sha1."""
+        raw = name.encode("utf-8")
+        if len(raw) <= self.max_identifier:
+            return name
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        head = raw[: self.max_identifier - 9].decode("utf-8", errors="ignore")
+        return f"{head}_{digest}"
 
     def column_sql(self, c: ColumnDef, *, force_nullable: bool = False) -> str:
         """One column of a CREATE TABLE."""
@@ -198,18 +210,23 @@ class Dialect:
         out.append(self._create(t, columns, staging=False))
         return out
 
+    def add_column_sql(self, t: TableName, column: ColumnDef) -> str:
+        """Add a (nullable) column to an existing table (a schema change the module allows)."""
+        return f"ALTER TABLE {self.table(t)} ADD COLUMN {self.column_sql(ColumnDef(column.name, column.type))}"
+
+    def alter_column_type_sql(self, t: TableName, column: ColumnDef) -> str | None:
+        """Change a column's type (a lossless widening), or None where types are not enforced."""
+        return f"ALTER TABLE {self.table(t)} ALTER COLUMN {self.quote(column.name)} TYPE {column.type.strip()}"
+
     def zero_row_wrap(self, sql: str) -> str:
         """Wrap a query so it returns its columns and no rows (to learn the result's shape).
 
-        Trailing semicolons and whitespace are stripped; the closing parenthesis goes on its
-        own line so a trailing ``-- comment`` in the query cannot swallow it.
+        The query is prepared by :func:`pipekit_core.sql.query.prepare_for_wrapping` (trailing
+        semicolons and comments, one statement); the closing parenthesis goes on its own line.
         """
-        body = sql.rstrip()
-        while body.endswith(";"):
-            body = body[:-1].rstrip()
-        if not body:
-            raise ValueError("the source query is empty")
-        return f"SELECT * FROM (\n{body}\n) AS q WHERE 1=0"
+        from pipekit_core.sql.query import prepare_for_wrapping
+
+        return f"SELECT * FROM (\n{prepare_for_wrapping(sql)}\n) AS q WHERE 1=0"
 
     def count_sql(self, t: TableName) -> str:
         """Count the rows of a table."""
@@ -238,6 +255,7 @@ class PostgresDialect(Dialect):
     """PostgreSQL: double-quoted identifiers, schemas, UNLOGGED staging, ANALYZE."""
 
     name = "postgresql"
+    max_identifier = 63
 
     def create_table_head(self, *, staging: bool) -> str:
         # Staging is rebuilt every run: skipping the WAL makes loading it much cheaper.
@@ -251,10 +269,11 @@ class SQLiteDialect(Dialect):
     """SQLite: double-quoted identifiers, no schemas (a schema part names an attached database)."""
 
     name = "sqlite"
+    max_identifier = 128  # no real limit; kept sane
     supports_schemas = False
 
     def staging_table(self, module: str, staging_schema: str) -> TableName:
-        return TableName(None, f"pipekit_staging__{module}")
+        return TableName(None, self.fit_identifier(f"pipekit_staging__{module}"))
 
     def column_sql(self, c: ColumnDef, *, force_nullable: bool = False) -> str:
         # SQLite accepts a column without a declared type (affinity BLOB/none).
@@ -264,6 +283,9 @@ class SQLiteDialect(Dialect):
 
     def create_schema_sql(self, schema: str) -> str | None:
         return None
+
+    def alter_column_type_sql(self, t: TableName, column: ColumnDef) -> str | None:
+        return None  # declared types are affinities: a column already holds any value
 
     def null_safe_eq(self, left: str, right: str) -> str:
         return f"{left} IS {right}"

@@ -332,7 +332,9 @@ def test_parse_table_name_errors(case_id: str) -> None:
 WRAP = {
     "plain": ("SELECT 1 AS a", "SELECT * FROM (\nSELECT 1 AS a\n) AS q WHERE 1=0"),
     "semicolons-and-space": ("SELECT 1 AS a ; ;\n  ", "SELECT * FROM (\nSELECT 1 AS a\n) AS q WHERE 1=0"),
-    "trailing-comment": ("SELECT 1 AS a -- why", "SELECT * FROM (\nSELECT 1 AS a -- why\n) AS q WHERE 1=0"),
+    # trailing comments go too (pipekit_core.sql.query.prepare_for_wrapping: one rule for every wrap)
+    "trailing-comment": ("SELECT 1 AS a -- why", "SELECT * FROM (\nSELECT 1 AS a\n) AS q WHERE 1=0"),
+    "semicolon-then-comment": ("SELECT ';' AS a; -- why", "SELECT * FROM (\nSELECT ';' AS a\n) AS q WHERE 1=0"),
 }
 
 
@@ -392,7 +394,7 @@ sqlite | postgresql | INTEGER | bigint
 sqlite | postgresql | REAL | double precision
 sqlite | postgresql | TEXT | text
 sqlite | postgresql | BLOB | bytea
-sqlite | postgresql | varchar(30) | text
+sqlite | postgresql | varchar(30) | varchar(30)
 sqlite | postgresql |  | text
 sqlite | postgresql | int | bigint
 sqlite | postgresql | NoneType | text
