@@ -27,8 +27,9 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipekit_core.errors import UnknownModuleError
-from pipekit_core.models import PLACEHOLDER_RE, Connection, Group, Module
+from pipekit_core.models import Connection, Group, Module
 from pipekit_core.sql.dialects import parse_table_name
+from pipekit_core.watermarks import tokenize
 
 TOP_LEVEL_KEYS = ("connections", "modules", "groups")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -471,16 +472,21 @@ class _Loader:
         qkey = "query" if m.query_file is None else "query_file"
         qnode = _at(it.node, [qkey])
         names = {w.name for w in m.watermarks}
-        for match in PLACEHOLDER_RE.finditer(m.sql):
-            if match.group(1) in names:
+        tokens = tokenize(m.sql)
+        for tok in tokens:
+            if tok.name is None and not tok.stray or tok.name in names:
                 continue
             line = _line(qnode)
             if qkey == "query" and isinstance(qnode, ScalarNode) and qnode.style == "|" and line:
-                line += 1 + m.sql.count("\n", 0, match.start())
-            self.fail(it, [qkey], f"the query uses {{{match.group(1)}}} but the module has no watermark "
-                      f"named '{match.group(1)}'", line=line)
-            names.add(match.group(1))  # report each name once
-        used = set(PLACEHOLDER_RE.findall(m.sql))
+                line += 1 + m.sql.count("\n", 0, tok.pos)
+            if tok.stray:
+                self.fail(it, [qkey], f"the query has a lone '{tok.text}' that is not a placeholder; write "
+                          f"'{tok.text * 2}' for a literal '{tok.text}'", line=line)
+                continue
+            self.fail(it, [qkey], f"the query uses {{{tok.name}}} but the module has no watermark "
+                      f"named '{tok.name}'", line=line)
+            names.add(tok.name or "")  # report each name once
+        used = {t.name for t in tokens if t.name is not None}
         for i, w in enumerate(m.watermarks):
             if w.name not in used:
                 self.fail(it, ["watermarks", i, "name"], f"watermark '{w.name}' is never used in the query "

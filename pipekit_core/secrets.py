@@ -33,7 +33,8 @@ _PATTERNS = [
     # password=... in JDBC / libpq key-value strings
     (re.compile(r"(?i)(password\s*=\s*)('[^']*'|[^\s;&]+)"), r"\1" + MASK),
     # scheme://user:password@host
-    (re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)"), r"\1" + MASK + r"\3"),
+    # scheme://user:password@host -- the password may hold / : @ ; so it runs to the last @
+    (re.compile(r"(://[^/\s:@]*:)(\S*)(@)"), r"\1" + MASK + r"\3"),
 ]
 
 

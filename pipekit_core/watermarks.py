@@ -9,6 +9,8 @@ break is refused: it is never spliced into SQL.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 from decimal import Decimal
 
 from pipekit_core.errors import WatermarkError
@@ -53,6 +55,96 @@ def check_value(module: str, name: str, value: str) -> str:
     return value
 
 
-def substitute(sql: str, values: dict[str, str]) -> str:
-    """Replace each ``{name}`` with its value (only names that are watermarks)."""
-    return PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), sql)
+@dataclass(frozen=True)
+class Token:
+    """One piece of a query template: literal ``text``, or a placeholder ``name`` (``quoted``
+    when it sits inside a '...' literal), or a ``stray`` lone brace. ``pos`` is its offset."""
+
+    pos: int
+    text: str = ""
+    name: str | None = None
+    quoted: bool = False
+    stray: bool = False
+
+
+def tokenize(sql: str) -> list[Token]:
+    """The query template in pieces: ``{{``/``}}`` are literal braces, ``{name}`` a placeholder."""
+    out: list[Token] = []
+    buf: list[str] = []
+    start = 0
+    in_quote = False
+    i, n = 0, len(sql)
+
+    def flush(at: int) -> None:
+        nonlocal start
+        if buf:
+            out.append(Token(start, "".join(buf)))
+            buf.clear()
+        start = at
+
+    while i < n:
+        c = sql[i]
+        if c in "{}" and sql.startswith(c * 2, i):
+            buf.append(c)
+            i += 2
+            continue
+        if c == "{":
+            m = PLACEHOLDER_RE.match(sql, i)
+            flush(i)
+            if m:
+                out.append(Token(i, m.group(0), name=m.group(1), quoted=in_quote))
+                i = m.end()
+            else:
+                out.append(Token(i, c, stray=True))
+                i += 1
+            start = i
+            continue
+        if c == "}":
+            flush(i)
+            out.append(Token(i, c, stray=True))
+            i += 1
+            start = i
+            continue
+        if c == "'":
+            in_quote = not in_quote  # '' inside a literal toggles twice: still inside
+        buf.append(c)
+        i += 1
+    flush(n)
+    return out
+
+
+def placeholders(sql: str) -> list[Token]:
+    """The placeholder tokens of a query template, in order."""
+    return [t for t in tokenize(sql) if t.name is not None]
+
+
+_UNQUOTED_OK = re.compile(
+    r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"|\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
+def _shape(value: str) -> str:
+    shape = re.sub(r"[A-Za-z]", "a", re.sub(r"\d", "9", value))
+    return shape if len(shape) <= 40 else shape[:40] + f"... ({len(value)} characters)"
+
+
+def substitute(sql: str, values: dict[str, str], module: str = "") -> str:
+    """The query with each watermark ``{name}`` replaced by its value and ``{{``/``}}`` by braces.
+
+    A placeholder outside quotes takes only a number, date or timestamp literal."""
+    parts: list[str] = []
+    for t in tokenize(sql):
+        if t.name is not None and t.name in values:
+            value = values[t.name]
+            if not t.quoted and not _UNQUOTED_OK.fullmatch(value):
+                who = f"module '{module}': " if module else ""
+                raise WatermarkError(
+                    f"{who}watermark '{t.name}' value refused: {{{t.name}}} is not inside quotes, so it takes "
+                    f"only a number, date or timestamp, and the value looks like {_shape(value)!r}; "
+                    f"write '{{{t.name}}}' in the query to pass it as a string"
+                )
+            parts.append(value)
+        else:
+            parts.append(t.text)
+    return "".join(parts)
