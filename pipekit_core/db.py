@@ -9,6 +9,7 @@ cares about: transactions, cancellation and a few catalog questions.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pipekit_core.errors import ConfigError, TransientError, TransportError
+from pipekit_core.errors import ConfigError, PipekitError, TransientError, TransportError
 from pipekit_core.models import Connection
 from pipekit_core.secrets import redact
 from pipekit_core.sql.dialects import Dialect, TableName, get_dialect
@@ -63,10 +64,26 @@ class Endpoint:
         url = self.conn.url.strip()
         if url.lower().startswith("jdbc:"):
             url = url[5:]
+        # user:password@ is cut off first: a password may hold / : ? # which urlsplit would take
+        # for the path or port (and its port error would quote the password)
+        userinfo = None
+        scheme, sep, rest = url.partition("://")
+        if sep:
+            at = rest.split("?", 1)[0].rfind("@")
+            if at >= 0:
+                userinfo, rest = rest[:at], rest[at + 1 :]
+            url = f"{scheme}://{rest}"
         parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(
+                f"connection {self.conn.name!r}: the port in its URL is not a number; "
+                "write host:port with a numeric port (the URL is not shown: it may hold a password)"
+            ) from None
         params: dict[str, Any] = {
             "host": parts.hostname or "127.0.0.1",
-            "port": parts.port or 5432,
+            "port": port or 5432,
             "dbname": unquote(parts.path.lstrip("/")) or "postgres",
         }
         for k, v in parse_qsl(parts.query):
@@ -77,10 +94,12 @@ class Endpoint:
                 params[kl] = v
             elif kl == "currentschema":
                 params["options_schema"] = v
-        if parts.username:
-            params["user"] = unquote(parts.username)
-        if parts.password:
-            params["password"] = unquote(parts.password)
+        if userinfo is not None:
+            user, has_pw, password = userinfo.partition(":")
+            if user:
+                params["user"] = unquote(user)
+            if has_pw and password:
+                params["password"] = unquote(password)
         if self.user:
             params["user"] = self.user
         if self.password is not None:
@@ -92,11 +111,41 @@ class Endpoint:
         return redact(self.conn.url)
 
 
+# Every PostgreSQL session pipekit opens (source and destination, native and jrunner's JDBC URL)
+# speaks this one dialect of text, whatever the server's, database's or role's defaults say:
+# dates in ISO order, intervals in postgres style, floats with every digit (shortest exact
+# form), UTC, UTF-8, hex bytea and plain '...' strings. Sent at connect time (libpq/pgjdbc
+# ``options``), so they are in force from the first statement.
+PG_SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("TimeZone", "UTC"),
+    ("client_encoding", "UTF8"),
+    ("bytea_output", "hex"),
+    ("standard_conforming_strings", "on"),
+)
+
+
+def pg_session_options() -> str:
+    """:data:`PG_SESSION_SETTINGS` as a libpq/pgjdbc ``options`` value: ``-c DateStyle=ISO -c ...``."""
+    return " ".join(f"-c {k}={v}" for k, v in PG_SESSION_SETTINGS)
+
+
+def sqlite_busy_timeout_s() -> float:
+    """How long a SQLite statement waits for another connection's lock: 60 s, or
+    ``PIPEKIT_SQLITE_BUSY_TIMEOUT`` seconds."""
+    try:
+        return max(0.0, float(os.environ.get("PIPEKIT_SQLITE_BUSY_TIMEOUT", "60")))
+    except ValueError:
+        raise ConfigError("PIPEKIT_SQLITE_BUSY_TIMEOUT must be a number of seconds") from None
+
+
 class NativeDB:
     """An open native connection: psycopg 3 for PostgreSQL, sqlite3 for SQLite.
 
     Transactions are explicit (:meth:`transaction`); outside them PostgreSQL runs in autocommit.
-    Every PostgreSQL session uses ``TimeZone=UTC``.
+    Every PostgreSQL session uses :data:`PG_SESSION_SETTINGS`.
     """
 
     def __init__(self, endpoint: Endpoint, *, application: str = "pipekit", create: bool = False) -> None:
@@ -109,7 +158,7 @@ class NativeDB:
 
             params = endpoint.pg_params()
             schema = params.pop("options_schema", None)
-            options = "-c TimeZone=UTC"
+            options = pg_session_options()
             if schema:
                 options += f" -c search_path={schema}"
             try:
@@ -125,8 +174,10 @@ class NativeDB:
             if not create and not path.exists():
                 # Reading (resolvers, dry runs, probes) must not leave an empty database file behind.
                 raise ConfigError(f"connection '{endpoint.name}': SQLite database {path} does not exist")
-            self.raw = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
-            self.raw.execute("PRAGMA busy_timeout = 60000")
+            self._busy_s = sqlite_busy_timeout_s()
+            self._path = path
+            self.raw = sqlite3.connect(str(path), isolation_level=None, timeout=self._busy_s, check_same_thread=False)
+            self.raw.execute(f"PRAGMA busy_timeout = {int(self._busy_s * 1000)}")
         else:
             raise TransportError(
                 f"connection '{endpoint.name}': no native driver for '{self.kind}' databases; "
@@ -135,19 +186,36 @@ class NativeDB:
         self._in_tx = False
 
     # -- basics ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _sqlite_locked(self) -> Iterator[None]:
+        """A SQLite "database is locked" names the file, the wait and what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if self.kind != "sqlite" or "locked" not in str(e) and "busy" not in str(e):
+                raise
+            raise PipekitError(
+                f"connection '{self.endpoint.name}': SQLite database {self._path} stayed locked by another "
+                f"connection for {self._busy_s:g} s (busy timeout, PIPEKIT_SQLITE_BUSY_TIMEOUT); stop or "
+                "finish the other reader/writer and retry. pipekit never changes a database's journal mode"
+            ) from None
+
     def execute(self, sql: str, params: Any = None) -> int:
         """Run one statement; returns its row count (-1 when the driver does not know)."""
-        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+        with self._sqlite_locked():
+            cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
         rc = cur.rowcount
         return int(rc) if rc is not None else -1
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
-        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
-        return list(cur.fetchall())
+        with self._sqlite_locked():
+            cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+            return list(cur.fetchall())
 
     def query_one(self, sql: str, params: Any = None) -> tuple | None:
-        cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
-        return cur.fetchone()
+        with self._sqlite_locked():
+            cur = self.raw.execute(sql, params) if params is not None else self.raw.execute(sql)
+            return cur.fetchone()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -160,7 +228,8 @@ class NativeDB:
                 finally:
                     self._in_tx = False
         else:
-            self.raw.execute("BEGIN IMMEDIATE")
+            with self._sqlite_locked():
+                self.raw.execute("BEGIN IMMEDIATE")
             self._in_tx = True
             try:
                 yield
@@ -169,7 +238,14 @@ class NativeDB:
                     self.raw.execute("ROLLBACK")
                 raise
             else:
-                self.raw.execute("COMMIT")
+                try:
+                    with self._sqlite_locked():
+                        self.raw.execute("COMMIT")
+                except BaseException:
+                    if self.raw.in_transaction:  # a COMMIT refused as busy leaves it open
+                        with contextlib.suppress(Exception):
+                            self.raw.execute("ROLLBACK")
+                    raise
             finally:
                 self._in_tx = False
 
@@ -196,7 +272,9 @@ class NativeDB:
         if self.kind == "postgresql":
             row = self.query_one("SELECT to_regclass(%s) IS NOT NULL", (self.dialect.table(t),))
             return bool(row and row[0])
-        row = self.query_one("SELECT 1 FROM sqlite_master WHERE type IN ('table','view') AND name = ?", (t.name,))
+        row = self.query_one("SELECT 1 FROM sqlite_master WHERE type IN ('table','view') "
+            # SQLite matches identifiers ASCII-case-insensitively, as NOCASE does
+            "AND name = ? COLLATE NOCASE", (t.name,))
         return row is not None
 
     def table_columns(self, t: TableName) -> list[tuple[str, str, bool]]:
@@ -233,3 +311,24 @@ def is_transient_db_error(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pge.QueryCanceled):
         return True
     return False
+
+
+def execute_ddl(db: NativeDB, stmt: str) -> None:
+    """Run one ``CREATE ... IF NOT EXISTS`` statement inside the caller's transaction.
+
+    Parallel first runs race to create the same schema or table: PostgreSQL fails the loser's
+    IF NOT EXISTS with a unique violation on its catalog once the winner commits. That loss is
+    not an error (the object exists now): the statement runs in a savepoint and the race is
+    swallowed, the transaction goes on.
+    """
+    if db.kind != "postgresql" or not stmt.lstrip().upper().startswith("CREATE"):
+        db.execute(stmt)
+        return
+    try:
+        with db.raw.transaction():  # a savepoint
+            db.execute(stmt)
+    except Exception as e:
+        if getattr(getattr(e, "diag", None), "constraint_name", None) not in (
+            "pg_namespace_nspname_index", "pg_type_typname_nsp_index", "pg_class_relname_nsp_index"
+        ):
+            raise

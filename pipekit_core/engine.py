@@ -14,30 +14,33 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipekit_core import failpoints
 from pipekit_core.config import Settings, load_settings
-from pipekit_core.db import Endpoint, NativeDB, is_transient_db_error
+from pipekit_core.db import Endpoint, NativeDB, execute_ddl
 from pipekit_core.defs import Catalog, load_catalog
 from pipekit_core.errors import (
     DefinitionError,
-    DuplicateKeyError,
-    EmptySourceError,
     HookError,
     LockHeldError,
     PhaseError,
+    PipekitError,
     RunCancelled,
     TransportError,
-    WatermarkError,
+    is_retryable,
 )
+from pipekit_core.fence import Claim, Fence
+from pipekit_core.lease import Lease
+from pipekit_core.merge import Merger
 from pipekit_core.models import Hook, Module
-from pipekit_core.plan import Plan, WatermarkValue, build_plan
-from pipekit_core.repo import LockOwner, Repository
+from pipekit_core.plan import Plan, build_plan
+from pipekit_core.repo import Repository
+from pipekit_core.resolver import resolve_watermarks
 from pipekit_core.secrets import Secrets, redact
-from pipekit_core.sql.builders import MergeBuilder
 from pipekit_core.sql.dialects import get_dialect, parse_table_name
 from pipekit_core.transport.base import (
     CancelScope,
@@ -47,9 +50,10 @@ from pipekit_core.transport.base import (
     TransportContext,
     get_transport,
 )
-from pipekit_core.watermarks import check_value, render_value, substitute
+from pipekit_core.watermarks import substitute
 
-HEARTBEAT_SECONDS = 15.0
+# Reasons the engine stops its own run with (CancelScope.cancel): recorded as 'error'.
+FORCED_STOPS = ("timed out", "lost the module lock")
 PHASES = ("lock", "resolve", "stage", "merge", "hooks")
 
 
@@ -103,6 +107,7 @@ class RunResult:
     dest_columns: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
     failed_phase: str | None = None
+    committed: bool = False  # the merge committed (whatever happened after it)
     plan: Plan | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,13 +190,14 @@ class ModuleRun:
         self.on_event = on_event or (lambda e: None)
         self.cancel = CancelScope()
         self.run_id: int | None = None
-        self.owner: LockOwner | None = None
+        self.token = uuid.uuid4().hex  # this run's commit token (pipekit_core.fence)
+        self.lease: Lease | None = None
+        self.claim: Claim | None = None
+        self.fence = Fence(self.module.name, engine.settings.staging_schema)
         self.plan_: Plan | None = None
         self.result = RunResult(module=self.module.name, run_id=None, status="running", dest_table=self.module.dest_table)
         self.phase = "lock"
         self.finished = False
-        self._hb_stop = threading.Event()
-        self._hb_thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._transport: Transport | None = None
         self._staging_created = False
@@ -237,24 +243,12 @@ class ModuleRun:
         self.result.transport = transport
         with contextlib.suppress(Exception):
             repo.mark_dead_runs()
+        took_over = None
         if not self.options.dry_run:
-            self.owner = LockOwner.current()
-            deadline = None if self.options.wait_timeout is None else time.monotonic() + self.options.wait_timeout
-            waited = False
-            while True:
-                res = repo.acquire_lock(self.module.name, self.owner)
-                if res.acquired:
-                    break
-                if not self.options.wait or (deadline is not None and time.monotonic() > deadline):
-                    self.owner = None
-                    raise LockHeldError(
-                        f"module '{self.module.name}' is already running ({res.holder.owner if res.holder else '?'}); "
-                        "wait for it, use --wait, or 'pipekit unlock' if it is stale"
-                    )
-                if not waited:
-                    self.emit("log", f"waiting for the lock held by {res.holder.owner if res.holder else '?'}")
-                    waited = True
-                time.sleep(1.0)
+            self.lease = Lease(repo, self.module.name, self.token, on_lost=self._lost_lock)
+            took_over = self.lease.acquire(
+                wait=self.options.wait, timeout=self.options.wait_timeout, on_wait=lambda m: self.emit("log", m)
+            ).took_over
         self.run_id = repo.start_run(
             self.module.name,
             trigger=self.options.trigger,
@@ -267,13 +261,12 @@ class ModuleRun:
             },
         )
         self.result.run_id = self.run_id
-        if self.owner is not None:
-            repo.set_lock_run_id(self.module.name, self.owner, self.run_id)
-            self.owner = LockOwner(self.owner.host, self.owner.pid, self.run_id)
-            if res.took_over is not None:
-                self.emit("warning", f"took over a stale lock from {res.took_over.owner}")
-            self._hb_thread = threading.Thread(target=self._heartbeat, name="pipekit-heartbeat", daemon=True)
-            self._hb_thread.start()
+        if self.lease is not None:
+            repo.update_run(self.run_id, commit_token=self.token)
+            self.lease.bind_run(self.run_id)
+            if took_over is not None:
+                self.emit("warning", f"took over a stale lock from {took_over.owner}")
+            self._claim_destination()
         self.emit("log", f"transport {transport} ({reason})")
         if self.module.timeout:
             self._timer = threading.Timer(self.module.timeout, self.cancel.cancel, args=(f"timed out after {self.module.timeout:g} s",))
@@ -281,19 +274,50 @@ class ModuleRun:
             self._timer.start()
         self._leave("lock", t0)
 
-    def _heartbeat(self) -> None:
-        assert self.owner is not None
-        while not self._hb_stop.wait(HEARTBEAT_SECONDS):
-            try:
-                if not self.engine.repo.heartbeat(self.module.name, self.owner):
-                    self.emit("warning", "lost the module lock (cleared by 'pipekit unlock'?)")
-            except Exception:  # noqa: BLE001 - a busy repository must not kill the run
-                pass
+    def _lost_lock(self, why: str) -> None:
+        """The heartbeat found the lock is no longer ours: stop now (the fence would refuse the merge)."""
+        self.emit("warning", f"module '{self.module.name}': {why}; stopping this run")
+        self.cancel.cancel(why)
+
+    def _lost_to(self) -> str | None:
+        """Why this run no longer owns its module's lock, or None while it does (or never took it)."""
+        if self.lease is None or not self.lease.held:
+            return None
+        if self.lease.lost:
+            return self.lease.lost
+        try:
+            lock = self.engine.repo.get_lock(self.module.name)
+        except Exception:  # noqa: BLE001 - the repository is busy: assume nothing
+            return None
+        if lock is None or lock.owner.token != self.token:
+            holder = f"now held by {lock.owner}" if lock else "cleared"
+            self.lease.lost = f"lost the module lock ({holder})"
+            return self.lease.lost
+        return None
+
+    def _claim_destination(self) -> None:
+        """Raise the module's epoch on the destination, and record the truth about the last commit.
+
+        A run that died after its merge committed is corrected from ``error`` / ``running`` to
+        ``committed`` here: the destination's state row names its commit token.
+        """
+        with NativeDB(self.dest_ep, application=f"pipekit claim {self.module.name}", create=True) as dest:
+            self.claim = self.fence.claim(dest, self.token, owner=f"run {self.run_id} ({self.lease.owner if self.lease else '?'})")
+        fixed = self.engine.repo.record_commit(
+            self.module.name, self.claim.previous_token, self.claim.previous_committed_at, self.run_id
+        )
+        if fixed is not None:
+            self.emit("warning", f"run {fixed}'s merge had committed (the destination says so): recorded as 'committed'")
 
     def plan_only(self) -> Plan:
         """Choose the transport and build the plan: no lock, no run log, nothing written."""
         self.result.transport, _ = self.engine.choose_transport(self.module)
-        return self.resolve()
+        try:
+            return self.resolve()
+        except PipekitError:
+            raise  # pipekit's own errors name the module already
+        except Exception as e:  # a database's own message, naming the module and the phase
+            raise PhaseError(self.module.name, self.phase, _Redacted(e)) from e
 
     def transport(self) -> Transport:
         if self._transport is None:
@@ -332,39 +356,19 @@ class ModuleRun:
             with NativeDB(self.dest_ep, application=f"pipekit plan {mod.name}") as dest:
                 dest_exists = dest.table_exists(self.dest_table)
                 dest_cols = dest.table_columns(self.dest_table) if dest_exists else []
-        overrides = dict(self.options.watermark_overrides)
-        unknown = sorted(set(overrides) - {w.name for w in mod.watermarks})
-        if unknown:
-            raise WatermarkError(f"module '{mod.name}': override for unknown watermark(s) {unknown}")
-        values: dict[str, WatermarkValue] = {}
-        for wm in mod.watermarks:
-            if wm.name in overrides:
-                values[wm.name] = WatermarkValue(wm.name, check_value(mod.name, wm.name, str(overrides[wm.name])), "override")
-                continue
-            wconn = wm.connection or mod.dest
-            if self.options.full_refresh and mod.strategy == "incremental":
-                values[wm.name] = WatermarkValue(wm.name, wm.default, "full-refresh default")
-                self.emit("log", f"watermark {wm.name}: full refresh, using its default {wm.default!r}")
-            elif not dest_exists and wconn == mod.dest:
-                values[wm.name] = WatermarkValue(wm.name, wm.default, "first-run default")
-                self.emit("log", f"watermark {wm.name}: destination table does not exist yet (first run), using its default {wm.default!r}")
-            else:
-                ep = self.engine.endpoint(wconn)
-                raw = self._resolver_transport(ep).query_value(ep, wm.sql)
-                text = render_value(raw)
-                if text is None:
-                    values[wm.name] = WatermarkValue(wm.name, wm.default, "default")
-                else:
-                    values[wm.name] = WatermarkValue(wm.name, text, "resolved")
-            v = values[wm.name].value
-            if v is None:
-                raise WatermarkError(
-                    f"module '{mod.name}': watermark '{wm.name}' has no value (the resolver returned no row or NULL) "
-                    "and no default; add default: to the watermark"
-                )
-            check_value(mod.name, wm.name, v)
-            self.emit("log", f"watermark {wm.name} = {v} ({values[wm.name].source})")
-        source_sql = substitute(mod.sql, {k: v.value or "" for k, v in values.items()})
+        def query_value(conn: str, sql: str) -> object:
+            ep = self.engine.endpoint(conn)
+            return self._resolver_transport(ep).query_value(ep, sql)
+
+        values = resolve_watermarks(
+            mod,
+            overrides=dict(self.options.watermark_overrides),
+            full_refresh=self.options.full_refresh,
+            dest_exists=dest_exists,
+            query_value=query_value,
+            log=lambda m: self.emit("log", m),
+        )
+        source_sql = substitute(mod.sql, {k: v.value or "" for k, v in values.items()}, mod.name)
         src_ep = self.engine.endpoint(mod.source)
         source_columns = self._describe(src_ep, source_sql, dest_cols)
         plan = build_plan(
@@ -398,6 +402,13 @@ class ModuleRun:
             )
         for d in plan.drift:
             self.emit("warning", f"source column {d!r} has no column in {mod.dest_table}; it is not merged")
+        sch = plan.schema
+        for c in sch.added:
+            self.emit("log", f"schema change: column {c.name!r} ({c.type}) is added to {mod.dest_table} in the merge")
+        for name, old, new in sch.widened:
+            self.emit("log", f"schema change: column {name!r} is widened {old} -> {new} in the merge")
+        for name in sch.filled:
+            self.emit("warning", f"schema change: the query no longer feeds column {name!r}; it gets NULL / its default (missing_column: fill)")
         failpoints.hit("after_resolve")
         self._leave("resolve", t0)
         return plan
@@ -421,7 +432,7 @@ class ModuleRun:
             try:
                 with dest.transaction():
                     for stmt in plan.staging_ddl:
-                        _execute_ddl(dest, stmt)
+                        execute_ddl(dest, stmt)
                 self._staging_created = True
                 failpoints.hit("after_staging_created")
                 self.cancel.check()
@@ -440,6 +451,7 @@ class ModuleRun:
                     staging_columns=plan.staging_columns,
                     source_columns=plan.source_columns,
                     timeout=self.module.timeout,
+                    dest_types=plan.dest_types,
                 )
                 rows_read = self.transport().stage(req, dest, progress)
                 self.cancel.check()
@@ -468,58 +480,29 @@ class ModuleRun:
         return staged
 
     def merge(self) -> RunResult:
-        """Merge staging into the destination in one transaction (creating the table if missing)."""
+        """Merge staging into the destination in one transaction (:class:`~pipekit_core.merge.Merger`)."""
         assert self.plan_ is not None, "resolve() first"
         t0 = self._enter("merge")
-        plan = self.plan_
-        mod = self.module
-        b = MergeBuilder(self.dest_ep.dialect)
-        with NativeDB(self.dest_ep, application=f"pipekit merge {mod.name}", create=True) as dest:
-            token = self.cancel.register(dest.cancel)
-            try:
-                if plan.strategy == "incremental":
-                    dupes = dest.query(b.duplicate_key_sql(self.staging, list(mod.merge_key)))
-                    if dupes:
-                        shown = "; ".join(
-                            ", ".join(f"{k}={v!r}" for k, v in zip(mod.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)"
-                            for r in dupes
-                        )
-                        raise DuplicateKeyError(
-                            f"module '{mod.name}': staged rows repeat the merge key {list(mod.merge_key)}: {shown}; "
-                            "fix the source query or the merge_key. The destination was not touched."
-                        )
-                deleted = inserted = 0
-                with dest.transaction():
-                    for stmt in plan.create_table_sql:
-                        _execute_ddl(dest, stmt)
-                    if plan.strategy == "full" and not mod.allow_empty and plan.dest_exists:
-                        staged_any = dest.query_one(b.nonempty_sql(self.staging))
-                        dest_any = dest.query_one(b.nonempty_sql(self.dest_table))
-                        if staged_any is None and dest_any is not None:
-                            raise EmptySourceError(
-                                f"module '{mod.name}': the source returned 0 rows and a full refresh would empty "
-                                f"{mod.dest_table}; refused (set allow_empty: true to allow it)"
-                            )
-                    for stmt in plan.merge_sql:
-                        n = dest.execute(stmt)
-                        head = stmt.lstrip().split(None, 1)[0].upper()
-                        if head == "DELETE":
-                            deleted += max(n, 0)
-                        elif head == "INSERT":
-                            inserted += max(n, 0)
-                    row_count = int(dest.query_one(plan.count_sql)[0])  # type: ignore[index]
-                    self.cancel.check()
-                    failpoints.hit("before_merge_commit")
-                failpoints.hit("after_merge_commit")
-                dest_cols = dest.table_columns(self.dest_table)
-            finally:
-                self.cancel.unregister(token)
-        r = self.result
-        r.rows_deleted, r.rows_inserted, r.row_count = deleted, inserted, row_count
-        r.dest_columns = [(n, t) for n, t, _ in dest_cols]
+        plan, mod, r = self.plan_, self.module, self.result
+        out = Merger(
+            mod, self.dest_ep, plan,
+            staging=self.staging, dest_table=self.dest_table, fence=self.fence, claim=self.claim,
+            lost=self._lost_to, cancel=self.cancel, warn=lambda m: self.emit("warning", m),
+        ).run()
+        r.committed = True
+        r.rows_deleted, r.rows_inserted, r.row_count = out.deleted, out.inserted, out.row_count
         if self.run_id is not None:
-            self.engine.repo.update_run(self.run_id, rows_deleted=deleted, rows_inserted=inserted, row_count=row_count)
-        self.emit("log", f"merged ({plan.strategy}): {deleted:,} deleted, {inserted:,} inserted; {row_count:,} rows in {mod.dest_table}")
+            self.engine.repo.update_run(self.run_id, rows_deleted=out.deleted, rows_inserted=out.inserted, row_count=out.row_count)
+        self.emit("log", f"merged ({plan.strategy}): {out.deleted:,} deleted, {out.inserted:,} inserted; "
+                         f"{out.row_count:,} rows in {mod.dest_table}")
+        failpoints.hit("after_merge_commit")
+        # After the commit nothing may fail the merge: a lost connection here is not a failed merge.
+        try:
+            with NativeDB(self.dest_ep, application=f"pipekit merge {mod.name}") as dest:
+                r.dest_columns = [(n, t) for n, t, _ in dest.table_columns(self.dest_table)]
+        except Exception as e:  # noqa: BLE001
+            r.dest_columns = [(c.name, c.type) for c in plan.staging_columns if c.name in plan.merge_columns]
+            self.emit("warning", f"the merge committed; reading {mod.dest_table}'s columns afterwards failed: {redact(str(e))}")
         self._leave("merge", t0)
         return r
 
@@ -565,16 +548,22 @@ class ModuleRun:
         r = self.result
         try:
             if exc is not None:
+                # A stop the engine itself asked for (timeout, lost lock) is a failure, not a cancel.
+                forced = self.cancel.reason if (self.cancel.reason or "").startswith(FORCED_STOPS) else None
                 self.cancel.cancel("run ended")  # stop anything still running (jrunner, queries)
-                cancelled = _is_cancel(exc) and not (self.cancel.reason or "").startswith("timed out")
-                r.status = "cancelled" if cancelled else "error"
+                r.status = "cancelled" if _is_cancel(exc) and not forced else "error"
                 r.failed_phase = self.phase
-                reason = self.cancel.reason if (self.cancel.reason or "").startswith("timed out") else None
-                msg = reason or (str(exc) or type(exc).__name__)
+                msg = forced or (str(exc) or type(exc).__name__)
                 if isinstance(exc, PhaseError):
                     msg = str(exc)
                 elif not isinstance(exc, (LockHeldError,)):
                     msg = f"module '{self.module.name}' failed in phase '{self.phase}': {msg}"
+                lost = self._lost_to()
+                if lost and "lost the module lock" not in msg:
+                    msg = f"module '{self.module.name}': this run {lost}; it stopped with: {msg}"
+                if r.committed:
+                    msg += (f" (the merge had committed: {r.row_count:,} rows in {self.module.dest_table}; "
+                            "not retried, and the next run starts from there)")
                 r.error = redact(msg)
                 self.emit("warning", r.error)
                 if self.run_id is not None and not self.options.dry_run:
@@ -588,12 +577,11 @@ class ModuleRun:
                 r.status = "dry_run"
             else:
                 r.status = "success"
-            if self._staging_created:
-                self._drop_staging()
+            if self._staging_created and not self._lost_to():
+                self._drop_staging()  # (a run that lost its module leaves staging to the new owner)
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            self._hb_stop.set()
             if self.run_id is not None:
                 try:
                     self.engine.repo.finish_run(
@@ -605,9 +593,8 @@ class ModuleRun:
                     )
                 except Exception as e:  # noqa: BLE001
                     self.emit("warning", f"could not write the run log: {e}")
-            if self.owner is not None:
-                with contextlib.suppress(Exception):
-                    self.engine.repo.release_lock(self.module.name, self.owner)
+            if self.lease is not None:
+                self.lease.release()
             self.emit("phase", f"{r.status}")
         return r
 
@@ -632,7 +619,11 @@ class ModuleRun:
         except BaseException as e:
             self.finish(e)
             if isinstance(e, Exception) and not isinstance(e, PhaseError):
-                raise PhaseError(self.module.name, self.result.failed_phase or self.phase, _Redacted(e)) from e
+                err = PhaseError(self.module.name, self.result.failed_phase or self.phase, _Redacted(e))
+                err.committed = self.result.committed
+                if self.result.error:
+                    err.args = (self.result.error,)  # what the run log says (e.g. "timed out after N s")
+                raise err from e
             raise
         return self.finish()
 
@@ -642,27 +633,8 @@ class _Redacted(Exception):
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(redact(str(cause) or type(cause).__name__))
-        self.transient = bool(getattr(cause, "transient", False)) or is_transient_db_error(cause)
+        self.transient = is_retryable(cause)
         self.original = cause
-
-
-def _execute_ddl(dest: NativeDB, stmt: str) -> None:
-    """Run one DDL statement inside the caller's transaction.
-
-    Parallel first runs race to create the same schema: PostgreSQL fails the loser's
-    CREATE SCHEMA IF NOT EXISTS with a unique violation once the winner commits. That loss is
-    not an error (the schema exists now): the statement runs in a savepoint and the race is
-    swallowed, the transaction goes on.
-    """
-    if dest.kind != "postgresql" or not stmt.lstrip().upper().startswith("CREATE SCHEMA"):
-        dest.execute(stmt)
-        return
-    try:
-        with dest.raw.transaction():  # a savepoint
-            dest.execute(stmt)
-    except Exception as e:
-        if getattr(getattr(e, "diag", None), "constraint_name", None) != "pg_namespace_nspname_index":
-            raise
 
 
 def _is_cancel(exc: BaseException) -> bool:
@@ -689,17 +661,11 @@ def run_module(
         run = engine.new_run(module, options, on_event)
         try:
             return run.execute()
-        except PhaseError as e:
-            transient = e.transient or is_transient_db_error(e.cause)
-            if attempt < attempts and transient and run.result.status == "error":
+        except Exception as e:
+            if attempt < attempts and run.result.status == "error" and is_retryable(e):
                 delay = mod.retries.delay if mod.retries else 0
                 run.emit("warning", f"transient failure, retry {attempt}/{attempts - 1} in {delay:g} s")
                 time.sleep(delay)
-                continue
-            raise
-        except Exception as e:
-            if attempt < attempts and is_transient_db_error(e):
-                time.sleep(mod.retries.delay if mod.retries else 0)
                 continue
             raise
     raise AssertionError("unreachable")  # pragma: no cover

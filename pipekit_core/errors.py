@@ -11,6 +11,7 @@ class PipekitError(Exception):
     """Base class of every pipekit error."""
 
     transient: bool = False
+    committed: bool = False  # set on a run's failure when its merge had committed before it
 
 
 class TransientError(PipekitError):
@@ -93,3 +94,34 @@ class PhaseError(PipekitError):
         self.cause = cause
         self.transient = bool(getattr(cause, "transient", False))
         super().__init__(f"module '{module}' failed in phase '{phase}': {cause}")
+
+
+class CommitUnknownError(PipekitError):
+    """The merge's COMMIT was sent and its outcome could not be learnt: never retried blindly.
+
+    The next run of the module reads the destination's state row and records the truth.
+    """
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The one decision whether a failed run may be retried (``retries:``, Dagster's RetryPolicy).
+
+    Only faults that may pass on their own (a refused or dropped connection) and that happened
+    while nothing was committed: a run whose merge committed (``committed`` set on it) or whose
+    commit outcome is unknown is never retried, whatever the fault looked like.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    transient = False
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, CommitUnknownError) or getattr(e, "committed", False):
+            return False
+        if getattr(e, "transient", False):
+            transient = True
+        else:
+            from pipekit_core.db import is_transient_db_error  # db imports this module
+
+            transient = transient or is_transient_db_error(e)
+        e = getattr(e, "cause", None) or getattr(e, "original", None) or e.__cause__
+    return transient

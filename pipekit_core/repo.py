@@ -33,7 +33,9 @@ from pipekit_core.secrets import MASK, is_reference, redact
 BUSY_TIMEOUT_S = 30.0
 LOG_CAP = 1_000_000  # characters of run_log.log kept (the tail)
 LOG_TRUNCATED = "[... earlier log lines dropped ...]\n"
-RUN_STATUSES = frozenset({"running", "success", "dry_run", "error", "cancelled"})
+# committed: the merge committed but the run did not finish (its process died after the commit;
+# hooks may not have run). Set when a later run reads the destination's state row.
+RUN_STATUSES = frozenset({"running", "success", "dry_run", "error", "cancelled", "committed"})
 
 # (version, name, statements). Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -68,6 +70,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE run_log ADD COLUMN source_columns TEXT",
         "CREATE INDEX run_log_status ON run_log (status)",
     ]),
+    (3, "fencing_tokens", [
+        # The run's commit token: what the destination's pipekit_state row records when its
+        # merge commits (pipekit_core.fence), and which lock row is this run's.
+        "ALTER TABLE run_log ADD COLUMN commit_token TEXT",
+        "CREATE INDEX run_log_commit_token ON run_log (commit_token)",
+        "ALTER TABLE module_locks ADD COLUMN token TEXT",
+    ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -76,7 +85,7 @@ RUN_COLUMNS = frozenset({
     "module", "status", "trigger", "started_at", "finished_at", "duration_s", "phase",
     "phase_timings", "rows_read", "rows_staged", "rows_deleted", "rows_inserted", "row_count",
     "watermarks", "source_sql", "merge_sql", "error", "log", "transport", "dagster_run_id",
-    "host", "pid", "options", "source_columns",
+    "host", "pid", "options", "source_columns", "commit_token",
 })
 
 
@@ -138,11 +147,12 @@ class LockOwner:
     host: str
     pid: int
     run_id: int | None = None
+    token: str | None = None  # the run's commit token: tells two runs of one process apart
 
     @staticmethod
-    def current(run_id: int | None = None) -> LockOwner:
+    def current(run_id: int | None = None, token: str | None = None) -> LockOwner:
         """The owner identity of this process."""
-        return LockOwner(socket.gethostname(), os.getpid(), run_id)
+        return LockOwner(socket.gethostname(), os.getpid(), run_id, token)
 
     def __str__(self) -> str:
         run = f" (run {self.run_id})" if self.run_id is not None else ""
@@ -159,11 +169,19 @@ class LockInfo:
     heartbeat_at: str
 
     def is_stale(self, now: datetime | None = None, stale_after: float = 120.0) -> tuple[bool, str]:
-        """(stale?, reason): the owner process is gone (same host) or the heartbeat is too old."""
+        """(stale?, reason): the owner process is gone (same host) or the heartbeat is too old.
+
+        On the owner's own host the process table is the truth: a live owner is never stale,
+        however old its heartbeat (a paused process resumes and goes on). Heartbeat age decides
+        only for owners on other hosts; the destination's fencing token (pipekit_core.fence)
+        keeps a taken-over run that resumes from committing.
+        """
         now = now or utcnow()
-        if self.owner.host == socket.gethostname() and not pid_alive(self.owner.pid):
-            return True, f"process {self.owner.pid} on host {self.owner.host} is gone"
         age = (now - parse_time(self.heartbeat_at)).total_seconds()
+        if self.owner.host == socket.gethostname():
+            if not pid_alive(self.owner.pid):
+                return True, f"process {self.owner.pid} on host {self.owner.host} is gone"
+            return False, f"held by {self.owner} (alive on this host) since {self.acquired_at}, heartbeat {age:.0f}s ago"
         if age > stale_after:
             return True, f"no heartbeat for {age:.0f}s (last {self.heartbeat_at}, limit {stale_after:.0f}s)"
         return False, f"held by {self.owner} since {self.acquired_at}, heartbeat {age:.0f}s ago"
@@ -176,6 +194,10 @@ class LockResult:
     acquired: bool
     holder: LockInfo | None = None
     took_over: LockInfo | None = None
+
+
+# The lock row is ours: same host and pid, and the same run token (NULL for callers without one).
+_OWNED = "host = ? AND pid = ? AND token IS ?"
 
 
 class CatalogLike(Protocol):
@@ -202,6 +224,15 @@ class Repository:
             raise RepositoryError(
                 f"cannot create the folder of the repository {self.path}: {e.strerror}; "
                 "create it, fix its permissions or set PIPEKIT_DB to another path"
+            ) from None
+        try:
+            # created owner-only (it holds SQL and connection details); an existing file is tightened
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
+        except OSError as e:
+            raise RepositoryError(
+                f"cannot create the repository {self.path}: {e.strerror}; "
+                "fix its permissions or set PIPEKIT_DB to another path"
             ) from None
         try:
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -514,7 +545,7 @@ class Repository:
 
     @staticmethod
     def _lock_info(row: sqlite3.Row) -> LockInfo:
-        return LockInfo(row["module"], LockOwner(row["host"], int(row["pid"]), row["run_id"]),
+        return LockInfo(row["module"], LockOwner(row["host"], int(row["pid"]), row["run_id"], row["token"]),
                         row["acquired_at"], row["heartbeat_at"])
 
     def acquire_lock(self, module: str, owner: LockOwner, *, stale_after: float = 120.0) -> LockResult:
@@ -533,9 +564,9 @@ class Repository:
                     return LockResult(False, old, None)
                 self._fail_run(con, old.owner.run_id, f"run died: {reason}; lock taken over by {owner}", now)
             con.execute(
-                "INSERT OR REPLACE INTO module_locks (module, host, pid, run_id, acquired_at, heartbeat_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (module, owner.host, owner.pid, owner.run_id, iso(now), iso(now)),
+                "INSERT OR REPLACE INTO module_locks (module, host, pid, run_id, acquired_at, heartbeat_at, token) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (module, owner.host, owner.pid, owner.run_id, iso(now), iso(now), owner.token),
             )
             return LockResult(True, None, old)
 
@@ -543,22 +574,22 @@ class Repository:
         """Refresh our lock's heartbeat; False when we no longer own it."""
         with self._tx() as con:
             cur = con.execute(
-                "UPDATE module_locks SET heartbeat_at = ? WHERE module = ? AND host = ? AND pid = ?",
-                (iso(utcnow()), module, owner.host, owner.pid),
+                f"UPDATE module_locks SET heartbeat_at = ? WHERE module = ? AND {_OWNED}",
+                (iso(utcnow()), module, owner.host, owner.pid, owner.token),
             )
             return cur.rowcount == 1
 
     def set_lock_run_id(self, module: str, owner: LockOwner, run_id: int) -> None:
         """Record the run_log id in the lock we own (known only after :meth:`start_run`)."""
         with self._tx() as con:
-            con.execute("UPDATE module_locks SET run_id = ? WHERE module = ? AND host = ? AND pid = ?",
-                        (run_id, module, owner.host, owner.pid))
+            con.execute(f"UPDATE module_locks SET run_id = ? WHERE module = ? AND {_OWNED}",
+                        (run_id, module, owner.host, owner.pid, owner.token))
 
     def release_lock(self, module: str, owner: LockOwner) -> bool:
         """Release the lock if we own it; True when it was ours."""
         with self._tx() as con:
-            cur = con.execute("DELETE FROM module_locks WHERE module = ? AND host = ? AND pid = ?",
-                              (module, owner.host, owner.pid))
+            cur = con.execute(f"DELETE FROM module_locks WHERE module = ? AND {_OWNED}",
+                              (module, owner.host, owner.pid, owner.token))
             return cur.rowcount == 1
 
     def get_lock(self, module: str) -> LockInfo | None:
@@ -602,3 +633,24 @@ class Repository:
                 self._fail_run(con, r["id"], f"run died without finishing (process {r['pid']} on {host} is gone)", now)
                 count += 1
         return count
+
+    def record_commit(self, module: str, token: str | None, committed_at: str | None, by_run: int | None) -> int | None:
+        """Correct the record of the run whose merge committed with ``token`` (read from the
+        destination's state row by a later run): a run left ``running`` or marked ``error`` /
+        ``cancelled`` by a crash becomes ``committed``. Returns its id when it was corrected."""
+        if not token:
+            return None
+        with self._tx() as con:
+            row = con.execute("SELECT id, status, error FROM run_log WHERE module = ? AND commit_token = ?",
+                              (module, token)).fetchone()
+            if row is None or row["status"] in ("success", "committed"):
+                return None
+            note = (f"the merge committed{' at ' + committed_at if committed_at else ''} (found on the destination "
+                    f"by run {by_run}); the run did not finish after it, so its hooks may not have run")
+            if row["error"]:
+                note += f". Recorded before: {row['error']}"
+            fields: dict[str, Any] = {"status": "committed", "error": note}
+            if row["status"] == "running":
+                fields["finished_at"] = iso(utcnow())
+            self._set(con, int(row["id"]), fields)
+            return int(row["id"])

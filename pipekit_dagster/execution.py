@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from pipekit_core.errors import is_retryable
 from pipekit_dagster import constants as c
 from pipekit_dagster.resources import PipekitResource, PipekitRunOptions
 from pipekit_dagster.translator import sql_markdown
@@ -71,7 +72,7 @@ def run_phase(
         raise PipekitFailure(
             description=f"module '{module}': {e}",
             metadata={c.MODULE: module, c.PHASE: phase},
-            allow_retries=bool(getattr(e, "transient", False)),
+            allow_retries=is_retryable(e),
         ) from e
     assert run is not None
     try:
@@ -107,12 +108,8 @@ def run_phase(
 
 def failure(module: str, result: RunResult, exc: BaseException) -> PipekitFailure:
     """The Dagster failure for a finished, failed module run."""
-    from pipekit_core.db import is_transient_db_error
-
-    cause = getattr(exc, "cause", None)
-    transient = bool(getattr(exc, "transient", False)) or is_transient_db_error(exc) or (
-        cause is not None and is_transient_db_error(cause)
-    )
+    # pipekit's one retry decision; a run whose merge committed is never retried.
+    transient = is_retryable(exc) and not result.committed
     metadata: dict[str, Any] = {
         c.MODULE: module,
         c.PHASE: result.failed_phase or "",

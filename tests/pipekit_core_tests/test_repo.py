@@ -63,12 +63,13 @@ def test_fresh_migrate_creates_everything(repo: Repository) -> None:
     assert not repo.path.parent.exists()
     applied = repo.migrate()
     assert applied == [name for _, name, _ in MIGRATIONS]
-    assert repo.schema_version() == LATEST_VERSION == 2
+    assert repo.schema_version() == LATEST_VERSION == 3
     with raw(repo.path) as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert TABLES <= tables
         versions = con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
-        assert [(v, n) for v, n, _ in versions] == [(1, "base_schema"), (2, "run_log_options_and_columns")]
+        assert [(v, n) for v, n, _ in versions] == [(1, "base_schema"), (2, "run_log_options_and_columns"),
+                                                 (3, "fencing_tokens")]
         assert all(a for _, _, a in versions)
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
@@ -91,8 +92,8 @@ def test_upgrade_from_version_1_keeps_rows(repo: Repository) -> None:
                        VALUES ('orders', 'success', 'cli', '2024-01-01T00:00:00.000+00:00', 42)""")
     con.close()
     fresh = Repository(repo.path)
-    assert fresh.migrate() == ["run_log_options_and_columns"]
-    assert fresh.schema_version() == 2
+    assert fresh.migrate() == ["run_log_options_and_columns", "fencing_tokens"]
+    assert fresh.schema_version() == 3
     run = fresh.last_run("orders")
     assert run is not None and run["rows_staged"] == 42 and run["options"] is None
     fresh.update_run(run["id"], source_columns=[["id", "INTEGER"]])
@@ -328,6 +329,38 @@ def test_stale_takeover_old_heartbeat(repo: Repository) -> None:
     assert run["status"] == "error" and "no heartbeat for 600s" in run["error"]  # type: ignore[index]
     # the remote owner has lost it
     assert not repo.heartbeat("m", remote) and not repo.release_lock("m", remote)
+
+
+def test_live_owner_on_this_host_is_never_stale_by_heartbeat_age(repo: Repository) -> None:
+    """A paused process (SIGSTOP, a frozen VM) resumes and goes on: its age alone proves nothing."""
+    rid = repo.start_run("m", trigger="cli")
+    paused = LockOwner(socket.gethostname(), os.getppid(), rid, "tok-a")  # a live process, not us
+    assert repo.acquire_lock("m", paused).acquired
+    set_heartbeat(repo.path, "m", 3600)
+    lock = repo.get_lock("m")
+    assert lock is not None and not lock.is_stale(stale_after=1.0)[0]
+    res = repo.acquire_lock("m", LockOwner.current(token="tok-b"), stale_after=1.0)
+    assert not res.acquired and res.holder is not None and res.holder.owner.token == "tok-a"
+    assert repo.get_run(rid)["status"] == "running"  # type: ignore[index]
+
+
+def test_lock_rows_are_told_apart_by_token_within_one_process(repo: Repository) -> None:
+    a, b = LockOwner.current(token="a"), LockOwner.current(token="b")
+    assert repo.acquire_lock("m", a).acquired
+    assert repo.heartbeat("m", a) and not repo.heartbeat("m", b)
+    assert not repo.release_lock("m", b) and repo.release_lock("m", a)
+
+
+def test_record_commit_corrects_a_run_that_died_after_its_commit(repo: Repository) -> None:
+    rid = repo.start_run("m", trigger="cli")
+    repo.update_run(rid, commit_token="tok-1")
+    repo.finish_run(rid, "error", error="run died without finishing")
+    assert repo.record_commit("m", "tok-1", "2024-01-01 00:00:00+00", by_run=99) == rid
+    run = repo.get_run(rid)
+    assert run is not None and run["status"] == "committed"
+    assert "found on the destination by run 99" in run["error"] and "run died without finishing" in run["error"]
+    assert repo.record_commit("m", "tok-1", None, by_run=100) is None  # once
+    assert repo.record_commit("m", "unknown", None, by_run=100) is None
 
 
 def test_takeover_leaves_finished_runs_alone(repo: Repository) -> None:

@@ -89,10 +89,10 @@ class Dest:
         return self.rows(f"SELECT count(*) FROM sqlite_master WHERE name = 'pipekit_staging__{module}'") == [(1,)]
 
     def any_staging(self) -> list[str]:
-        """Every staging table left on the destination."""
+        """Every staging table left on the destination (not the fencing state table, which stays)."""
         if self.kind == "postgresql":
             return [r[0] for r in self.rows("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                            "WHERE n.nspname = 'pipekit_staging'")]
+                                            "WHERE n.nspname = 'pipekit_staging' AND relname NOT LIKE 'pipekit_state%'")]
         return [r[0] for r in self.rows("SELECT name FROM sqlite_master WHERE name LIKE 'pipekit_staging%'")]
 
 

@@ -95,13 +95,15 @@ def test_six_modules_into_one_destination_in_parallel(tmp_path: Path, pg_db: str
 def test_staging_schema_created_at_the_same_moment_elsewhere(tmp_path: Path, pg_db: str) -> None:
     """Parallel first runs race to CREATE SCHEMA IF NOT EXISTS pipekit_staging (PostgreSQL then
     reports a unique violation in pg_namespace). Made deterministic: another session creates
-    the schema and commits only once our run is blocked on it."""
+    the schema and commits only once our run is blocked on it. The run's first statement that
+    needs the schema is its claim of the module on the destination (the fencing token's
+    pipekit_state table lives in the staging schema)."""
     sc = Scenario.build(tmp_path, pg_db, rows=100)
     with psycopg.connect(pg_db) as other:  # a transaction, left open
         other.execute("CREATE SCHEMA pipekit_staging")
         p = sc.start("run", "m")
         try:
-            wait_for(lambda: pg_rows(pg_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pipekit stage m' "
+            wait_for(lambda: pg_rows(pg_db, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pipekit claim m' "
                                             "AND wait_event_type = 'Lock'"), 30, "the run to block on the schema")
             other.commit()
             assert p.wait(30) == 0, (p.stdout, p.stderr)

@@ -67,8 +67,12 @@ def test_kill_at_point_then_next_run_recovers(point: str, combo: str, tmp_path: 
     assert sc.dest.any_staging() == []
     assert sc.dest.rows("SELECT count(*) FROM hook_log") == [(1,)]
     runs = sc.history()
-    assert [r["status"] for r in runs] == ["error", "success"]
+    # A run killed after its merge committed is recorded as what it was: the destination's
+    # pipekit_state row names its commit token, and the next run's claim reads it.
+    assert [r["status"] for r in runs] == ["committed" if point in COMMITTED else "error", "success"]
     assert f"process {lock.owner.pid}" in runs[0]["error"] and "gone" in runs[0]["error"]
+    if point in COMMITTED:
+        assert "the merge committed" in runs[0]["error"] and f"by run {runs[1]['id']}" in runs[0]["error"]
     assert runs[0]["finished_at"] is not None
     assert sc.repo.get_lock("m") is None
     assert sc.repo.locks() == []

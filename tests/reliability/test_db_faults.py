@@ -65,12 +65,13 @@ def test_destination_unreachable_is_retried_then_fails(dest_kind: str, tmp_path:
     sc.write_defs(sc.module_yaml("m", extra=RETRIES), dst_jdbc=bad)
     r = sc.run("run", "m")
     assert "connection 'dst'" in r.stderr and named in r.stderr
+    # The destination is first reached right after the lock is taken, when the run claims the
+    # module there (the fencing token, pipekit_core.fence): the failure is in phase 'lock'.
     if dest_kind == "postgresql":  # a refused connection is transient: 1 + 2 retries
-        assert_failed_cleanly(sc, r.stdout, r.stderr, r.returncode, "resolve", runs=3)
+        assert_failed_cleanly(sc, r.stdout, r.stderr, r.returncode, "lock", runs=3)
         assert "transient failure, retry 1/2" in r.stdout and "retry 2/2" in r.stdout
-    else:  # a missing folder is a configuration error, not retried; planning treats a missing
-        # SQLite file as a first run, so it surfaces where the file would be created: staging
-        assert_failed_cleanly(sc, r.stdout, r.stderr, r.returncode, "stage", runs=1)
+    else:  # a missing folder is a configuration error, not retried
+        assert_failed_cleanly(sc, r.stdout, r.stderr, r.returncode, "lock", runs=1)
         assert "transient failure" not in r.stdout
 
 

@@ -1,0 +1,163 @@
+"""The merge: staging into the destination table in one transaction, and the truth about its commit.
+
+    fence compare-and-set -> CREATE / ALTER the table -> empty-result guard -> the merge
+      statements -> row count -> COMMIT
+
+The transaction's first statement is the fence's compare-and-set (:mod:`pipekit_core.fence`):
+a run that lost its module never commits. If the merge does not commit, the destination is
+exactly as before. A COMMIT whose outcome is unknown (the connection dropped during it) is
+settled by asking the destination, never by guessing: :meth:`Merger.run` returns only when the
+merge committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipekit_core import failpoints
+from pipekit_core.db import Endpoint, NativeDB, execute_ddl
+from pipekit_core.errors import CommitUnknownError, DuplicateKeyError, EmptySourceError
+from pipekit_core.fence import Claim, Fence, LockLostError
+from pipekit_core.models import Module
+from pipekit_core.plan import Plan
+from pipekit_core.secrets import redact
+from pipekit_core.sql.builders import MergeBuilder
+from pipekit_core.sql.dialects import TableName
+from pipekit_core.transport.base import CancelScope
+
+
+@dataclass
+class MergeOutcome:
+    deleted: int
+    inserted: int
+    row_count: int
+
+
+class Merger:
+    """One merge of one module's staging table."""
+
+    def __init__(
+        self,
+        module: Module,
+        dest: Endpoint,
+        plan: Plan,
+        *,
+        staging: TableName,
+        dest_table: TableName,
+        fence: Fence,
+        claim: Claim | None,
+        lost: Callable[[], str | None],
+        cancel: CancelScope,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.module, self.dest, self.plan = module, dest, plan
+        self.staging, self.dest_table = staging, dest_table
+        self.fence, self.claim, self.lost = fence, claim, lost
+        self.cancel, self.warn = cancel, warn
+
+    def run(self) -> MergeOutcome:
+        """Merge and commit; raise (destination untouched) unless the merge committed."""
+        plan, mod = self.plan, self.module
+        b = MergeBuilder(self.dest.dialect)
+        state = "open"  # open -> committing (COMMIT sent) -> committed
+        deleted = inserted = row_count = 0
+        backend: int | None = None
+        try:
+            with NativeDB(self.dest, application=f"pipekit merge {mod.name}", create=True) as db:
+                token = self.cancel.register(db.cancel)
+                backend = db.backend_pid()
+                try:
+                    if plan.strategy == "incremental":
+                        self._refuse_duplicate_keys(db, b)
+                    with db.transaction():
+                        if self.claim is not None:
+                            self.fence.commit_guard(db, self.claim)  # first: takes the module's row lock
+                        for stmt in [*plan.create_table_sql, *plan.alter_sql]:
+                            execute_ddl(db, stmt)
+                        if plan.strategy == "full" and not mod.allow_empty and plan.dest_exists:
+                            staged_any = db.query_one(b.nonempty_sql(self.staging))
+                            dest_any = db.query_one(b.nonempty_sql(self.dest_table))
+                            if staged_any is None and dest_any is not None:
+                                raise EmptySourceError(
+                                    f"module '{mod.name}': the source returned 0 rows and a full refresh would empty "
+                                    f"{mod.dest_table}; refused (set allow_empty: true to allow it)"
+                                )
+                        for stmt in plan.merge_sql:
+                            n = db.execute(stmt)
+                            head = stmt.lstrip().split(None, 1)[0].upper()
+                            if head == "DELETE":
+                                deleted += max(n, 0)
+                            elif head == "INSERT":
+                                inserted += max(n, 0)
+                        row_count = int(db.query_one(plan.count_sql)[0])  # type: ignore[index]
+                        self.cancel.check()
+                        failpoints.hit("before_merge_commit")
+                        lost = self.lost()
+                        if lost:
+                            raise LockLostError(f"module '{mod.name}': this run {lost}; the merge was rolled back")
+                        state = "committing"
+                    state = "committed"
+                finally:
+                    self.cancel.unregister(token)
+        except Exception as e:
+            if state != "committing":
+                raise  # nothing was committed: the transaction rolled back (or never began)
+            self._settle_commit(e, backend)
+        return MergeOutcome(deleted, inserted, row_count)
+
+    def _refuse_duplicate_keys(self, db: NativeDB, b: MergeBuilder) -> None:
+        mod = self.module
+        dupes = db.query(b.duplicate_key_sql(self.staging, list(mod.merge_key)))
+        if dupes:
+            shown = "; ".join(
+                ", ".join(f"{k}={v!r}" for k, v in zip(mod.merge_key, r[:-1], strict=False)) + f" ({r[-1]}x)"
+                for r in dupes
+            )
+            raise DuplicateKeyError(
+                f"module '{mod.name}': staged rows repeat the merge key {list(mod.merge_key)}: {shown}; "
+                "fix the source query or the merge_key. The destination was not touched."
+            )
+
+    def _settle_commit(self, exc: Exception, backend: int | None, attempts: int = 5) -> None:
+        """COMMIT was sent and failed: ask the destination whether it happened.
+
+        Returns when it did (the run goes on as committed); re-raises ``exc`` when the destination
+        shows it did not (a retry is then safe); raises CommitUnknownError when the destination
+        cannot be asked. The read locks the state row, so a COMMIT still in flight on the server
+        is waited for, not raced; and the merge's own server session, if it is still there (the
+        COMMIT never reached it, or the server has not noticed the client left), is ended first,
+        so that what is read is final.
+        """
+        name = self.module.name
+        self.warn(f"the connection failed during COMMIT ({redact(str(exc).strip())}); asking the destination whether the merge committed")
+        if self.claim is None:
+            raise CommitUnknownError(
+                f"module '{name}': the merge's COMMIT failed and this run has no fencing token to check it "
+                f"with; check {self.module.dest_table} before running the module again"
+            ) from exc
+        last: BaseException = exc
+        for i in range(attempts):
+            try:
+                with NativeDB(self.dest, application=f"pipekit verify {name}") as db:
+                    if backend is not None and db.kind == "postgresql":
+                        db.query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s AND application_name = %s",
+                            (backend, f"pipekit merge {name}"),
+                        )
+                    committed = self.fence.committed(db, self.claim.token)
+            except Exception as e:  # noqa: BLE001 - the destination is not back yet
+                last = e
+                time.sleep(min(0.5 * 2.0**i, 4.0))
+                continue
+            if committed:
+                self.warn("the destination confirms the merge committed")
+                return
+            self.warn("the destination confirms the merge did not commit (rolled back)")
+            raise exc
+        raise CommitUnknownError(
+            f"module '{name}': the merge's COMMIT failed ({redact(str(exc).strip())}) and the destination "
+            f"could not be asked whether it committed ({redact(str(last).strip())}); not retried. The next run of the "
+            "module reads the destination's pipekit_state row and records what happened"
+        ) from exc
