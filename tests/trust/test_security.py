@@ -115,3 +115,29 @@ def test_catalog_never_stores_a_url_password(tmp_path: Path) -> None:
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("pipekit.db"))
     assert pw.encode() not in data
     assert b"pa/ss" not in data
+
+
+@pytest.mark.parametrize("command", [["list"], ["doctor"], ["validate"], ["plan", "m"], ["run", "m"]])
+def test_cli_output_never_shows_a_url_password(command: list[str], tmp_path: Path) -> None:
+    """The password sits in the URL (user:pa/ss@host, and a password= parameter); every output line masks it."""
+    import subprocess
+    import textwrap
+
+    from tests.helpers import PIPEKIT, env_for, write_defs
+
+    secret, other = "pa/ss:w@rd;7", "Qz9-other-Secret"
+    write_defs(tmp_path / "defs", textwrap.dedent(f"""
+        connections:
+          src: {{url: "jdbc:postgresql://etl:{secret}@127.0.0.1:1/db?password={other}"}}
+          dst: {{url: "jdbc:sqlite:{tmp_path}/dst.db"}}
+        modules:
+          - {{name: m, source: src, dest: dst, dest_table: m, query: SELECT 1 AS x}}
+        """))
+    r = subprocess.run([PIPEKIT, *command], cwd=tmp_path, env=env_for(tmp_path, {}), capture_output=True,
+                       text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert out.strip(), command
+    for leak in (secret, other, "pa/ss", "w@rd"):
+        assert leak not in out, (command, out)
+    for f in tmp_path.glob("pipekit.db*"):  # the repository and its -wal / -shm
+        assert secret.encode() not in f.read_bytes() and other.encode() not in f.read_bytes(), f
