@@ -331,12 +331,17 @@ class ModuleRun:
             self._transport = get_transport(self.result.transport or "native", ctx)
         return self._transport
 
-    def _resolver_transport(self, ep: Endpoint) -> Transport:
-        """Resolvers follow the module's transport; SQLite and driverless cases fall back."""
-        if self.result.transport == "jrunner" and ep.kind != "sqlite":
+    def transport_for(self, ep: Endpoint, purpose: str) -> Transport:
+        """The one place that decides which transport runs what, once the module's transport is
+        chosen (:meth:`Engine.choose_transport`): staging uses it; a resolver follows it where
+        it can (jrunner has no SQLite driver); describing the query is native wherever the
+        source has a native driver (it learns real types), else the module's jrunner."""
+        if purpose == "stage" or (purpose == "resolve" and self.result.transport == "jrunner" and ep.kind != "sqlite"):
             return self.transport()
         if ep.conn.has_native_driver:
             return get_transport("native", TransportContext(cancel=self.cancel))
+        if self.result.transport == "jrunner":
+            return self.transport()
         if self.engine.settings.jrunner:
             return get_transport(
                 "jrunner",
@@ -358,7 +363,7 @@ class ModuleRun:
                 dest_cols = dest.table_columns(self.dest_table) if dest_exists else []
         def query_value(conn: str, sql: str) -> object:
             ep = self.engine.endpoint(conn)
-            return self._resolver_transport(ep).query_value(ep, sql)
+            return self.transport_for(ep, "resolve").query_value(ep, sql)
 
         values = resolve_watermarks(
             mod,
@@ -414,9 +419,10 @@ class ModuleRun:
         return plan
 
     def _describe(self, src: Endpoint, sql: str, dest_cols: list[tuple[str, str, bool]]) -> list[SourceColumn]:
-        if src.conn.has_native_driver:
-            return get_transport("native", TransportContext(cancel=self.cancel)).describe(src, sql)
-        cols = self.transport().describe(src, sql)  # jrunner: names only
+        tr = self.transport_for(src, "describe")
+        if tr.name == "native":
+            return tr.describe(src, sql)
+        cols = tr.describe(src, sql)  # jrunner: names only
         known = {c.source_name: c.dest_type for c in (self.module.columns or []) if c.dest_type}
         dest_types = {n: t for n, t, _ in dest_cols}
         return [SourceColumn(c.name, known.get(c.name) or dest_types.get(c.name) or c.type) for c in cols]
@@ -453,7 +459,7 @@ class ModuleRun:
                     timeout=self.module.timeout,
                     dest_types=plan.dest_types,
                 )
-                rows_read = self.transport().stage(req, dest, progress)
+                rows_read = self.transport_for(src_ep, "stage").stage(req, dest, progress)
                 self.cancel.check()
                 if rows_read is not None and self.result.transport == "native":
                     staged = rows_read  # the native transport counts exactly what it wrote to the new table
