@@ -176,9 +176,22 @@ def _print_plan(plan: Any) -> None:
             print(f"source column {col} is not merged (new_column: ignore)")
         for s in plan.alter_sql:
             print(s + ";  -- in the merge transaction")
+    w = getattr(plan, "window", None)
+    if w is not None:
+        print("\n-- window")
+        print(f"window_start = {w.start}   window_end = {w.end}   (half-open: [{w.start}, {w.end}))")
+        print(f"rows of {plan.dest_table} in the window: WHERE {plan.window_predicate}")
+        if plan.window_guard_sql:
+            print("every staged row must lie in the window, or the run fails before the merge")
     print("\n-- merge SQL (one transaction)")
     for s in plan.merge_sql:
         print(s + ";")
+    if plan.delete_sql:
+        print(f"\n-- deletes: the keys query, staged into {plan.keys_staging_table}")
+        print((plan.keys_sql or "").strip())
+        print("-- then, in the merge transaction (rows whose key the keys query lacks):")
+        for kind, s in plan.delete_sql:
+            print(f"{s};  -- {kind.replace('_', ' ')}")
     print("\n-- hooks")
     if not plan.hooks:
         print("(none)")
@@ -192,13 +205,16 @@ def _print_plan(plan: Any) -> None:
 @click.argument("module")
 @click.option("--full-refresh", is_flag=True, help="Incremental modules behave as full (watermark defaults).")
 @click.option("--watermark", "watermarks", multiple=True, metavar="NAME=VALUE", help="Override a watermark.")
+@click.option("--window", "window", metavar="START..END", help="Partitioned modules: the window [START, END) (one run).")
+@click.option("--partition", "partition", metavar="KEY", help="Partitioned modules: one partition, e.g. 2024-01-05.")
 @handle_errors
-def plan(module: str, full_refresh: bool, watermarks: tuple[str, ...]) -> None:
+def plan(module: str, full_refresh: bool, watermarks: tuple[str, ...], window: str | None, partition: str | None) -> None:
     """Dry run: resolved watermarks, final source SQL, staging DDL, merge SQL, hooks. Moves no data."""
     from pipekit_core.engine import RunOptions
 
     eng = _engine()
-    opts = RunOptions(dry_run=True, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks))
+    opts = RunOptions(dry_run=True, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks),
+                      window=eng.window(module, window=window, partition=partition))
     try:
         p = eng.new_run(module, opts).plan_only()
     except Exception as e:  # the database's own message, not "unexpected SyntaxError"
@@ -263,17 +279,26 @@ def _install_sigterm() -> None:
 @click.option("--full-refresh", is_flag=True, help="Incremental modules behave as full (watermark defaults).")
 @click.option("--watermark", "watermarks", multiple=True, metavar="NAME=VALUE", help="Override a watermark for this run.")
 @click.option("--wait", is_flag=True, help="Wait for the module lock instead of failing at once.")
+@click.option("--window", "window", metavar="START..END",
+              help="Partitioned modules: run over the window [START, END) as one run (e.g. 2024-01-01..2024-04-01).")
+@click.option("--partition", "partition", metavar="KEY", help="Partitioned modules: run one partition (e.g. 2024-01-05).")
 @handle_errors
-def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool, watermarks: tuple[str, ...], wait: bool) -> None:
-    """Run a module (or --group) now, with live progress. Exit 0 on success, 1 on failure."""
+def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool, watermarks: tuple[str, ...], wait: bool,
+        window: str | None, partition: str | None) -> None:
+    """Run a module (or --group) now, with live progress. Exit 0 on success, 1 on failure.
+
+    A partitioned module runs its latest complete partition unless --window or --partition says otherwise."""
     from pipekit_core.engine import RunOptions, run_module
 
     if bool(module) == bool(group):
         raise click.UsageError("give a MODULE or --group GROUP (one of them)")
+    if group and (window or partition):
+        raise click.UsageError("--window / --partition go with one MODULE, not --group")
     _install_sigterm()
     eng = _engine()
     opts = RunOptions(
-        dry_run=dry_run, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks), wait=wait
+        dry_run=dry_run, full_refresh=full_refresh, watermark_overrides=_parse_watermarks(watermarks), wait=wait,
+        window=eng.window(module, window=window, partition=partition) if module else None,
     )
     names = [module] if module else list(eng.catalog.group(group).modules)  # type: ignore[arg-type]
     stop_on_failure = True if module else eng.catalog.group(group).stop_on_failure  # type: ignore[arg-type]
@@ -307,6 +332,11 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
                 f"{res.rows_inserted or 0:,} inserted, {res.row_count if res.row_count is not None else '-'} rows in "
                 f"{res.dest_table} (run {res.run_id}; {timing})"
             )
+            if res.window is not None:
+                print(f"{name}: window {res.window}: {res.window_row_count if res.window_row_count is not None else '-'} rows in it")
+            if res.rows_source_deleted is not None or res.rows_soft_deleted is not None:
+                print(f"{name}: deletes: {res.rows_source_deleted or 0:,} deleted, {res.rows_soft_deleted or 0:,} "
+                      f"soft-deleted, {res.rows_undeleted or 0:,} restored")
     if failed:
         sys.exit(1)
 

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipekit_core.errors import UnknownModuleError
 from pipekit_core.models import Connection, Group, Module
+from pipekit_core.partitions import WINDOW_NAMES, WindowError, spec_for
 from pipekit_core.sql.dialects import parse_table_name
 from pipekit_core.watermarks import tokenize
 
@@ -428,7 +429,11 @@ class _Loader:
         self.check_names(it, dst)
         if m.name in _RESERVED_NAMES:  # pipekit_all_job runs every module
             self.fail(it, ["name"], f"the module name '{m.name}' is reserved")
+        self.check_partitions(it)
         for i, w in enumerate(m.watermarks):
+            if w.name in WINDOW_NAMES:
+                self.fail(it, ["watermarks", i, "name"], f"watermark name '{w.name}' is reserved for the "
+                          "window of partitioned modules")
             if not _IDENT_RE.match(w.name):
                 self.fail(it, ["watermarks", i, "name"], f"watermark name '{w.name}' cannot be a "
                           "{placeholder}: use letters, digits and underscores, not starting with a digit")
@@ -439,6 +444,25 @@ class _Loader:
                 hint = (f"; merge_key uses destination names: '{src_of[key]}'" if key in src_of
                         else f"; destination columns: {', '.join(targets)}")
                 self.fail(it, ["merge_key"], f"merge_key column '{key}' is not in columns{hint}")
+
+    def check_partitions(self, it: _Item) -> None:
+        """partitions: has a known timezone and period-aligned start / end; its column (and
+        deletes: soft_column) is a destination column where columns: lists them."""
+        m: Module = it.model
+        targets = [c.target_name for c in m.columns or []]
+        if m.partitions is not None:
+            try:
+                spec_for(m, "UTC")
+            except WindowError as e:
+                field_ = "timezone" if "time zone" in str(e) else ("end" if "end" in str(e) else "start")
+                self.fail(it, ["partitions", field_], str(e).split(": ", 1)[1])
+            if m.columns is not None and m.partitions.column not in targets:
+                self.fail(it, ["partitions", "column"], f"partitions column '{m.partitions.column}' is not in "
+                          f"columns (destination names: {', '.join(targets)})")
+        d = m.deletes
+        if d is not None and d.soft_column and d.soft_column in targets:
+            self.fail(it, ["deletes", "soft_column"], f"soft_column '{d.soft_column}' is also a column of the "
+                      "query (columns:); it must be a destination column of its own")
 
     def check_names(self, it: _Item, dst: Connection | None) -> None:
         """dest_table parses as [schema.]table (a schema only where the destination has them);
@@ -470,27 +494,46 @@ class _Loader:
                 reason = "file not found" if isinstance(e, FileNotFoundError) else str(e)
                 return self.fail(it, ["query_file"], f"cannot read query_file '{m.query_file}' ({qpath}): {reason}")
         qkey = "query" if m.query_file is None else "query_file"
-        qnode = _at(it.node, [qkey])
-        names = {w.name for w in m.watermarks}
-        tokens = tokenize(m.sql)
-        for tok in tokens:
-            if tok.name is None and not tok.stray or tok.name in names:
-                continue
-            line = _line(qnode)
-            if qkey == "query" and isinstance(qnode, ScalarNode) and qnode.style == "|" and line:
-                line += 1 + m.sql.count("\n", 0, tok.pos)
-            if tok.stray:
-                self.fail(it, [qkey], f"the query has a lone '{tok.text}' that is not a placeholder; write "
-                          f"'{tok.text * 2}' for a literal '{tok.text}'", line=line)
-                continue
-            self.fail(it, [qkey], f"the query uses {{{tok.name}}} but the module has no watermark "
-                      f"named '{tok.name}'", line=line)
-            names.add(tok.name or "")  # report each name once
+        names = {w.name for w in m.watermarks} | set(m.window_names())
+        tokens = self.check_template(it, [qkey], m.sql, names, "the query")
         used = {t.name for t in tokens if t.name is not None}
         for i, w in enumerate(m.watermarks):
             if w.name not in used:
                 self.fail(it, ["watermarks", i, "name"], f"watermark '{w.name}' is never used in the query "
                           f"(no {{{w.name}}} in {qkey})")
+        if m.strategy == "window" and not used & set(m.window_names()):
+            self.fail(it, [qkey], "strategy window: the query must select the window's rows with "
+                      "{window_start} and {window_end} (e.g. WHERE ordered_at >= '{window_start}' AND "
+                      "ordered_at < '{window_end}')")
+        if m.deletes is not None:
+            self.check_template(it, ["deletes", "keys_query"], m.deletes.keys_query, names, "the keys query")
+        if m.partitions is not None:  # hooks of a partitioned module are templates too
+            for i, h in enumerate(m.hooks):
+                self.check_template(it, ["hooks", i, "sql"], h.sql, names, f"hook #{i + 1}")
+
+    def check_template(self, it: _Item, loc: list[Any], sql: str, names: set[str], what: str) -> list[Any]:
+        """Report lone braces and unknown ``{placeholders}`` of one SQL template (at their line)."""
+        node = _at(it.node, loc)
+        tokens = tokenize(sql)
+        seen: set[str] = set()
+        for tok in tokens:
+            if tok.name is None and not tok.stray or tok.name in names or tok.name in seen:
+                continue
+            line = _line(node)
+            if isinstance(node, ScalarNode) and node.style == "|" and line:
+                line += 1 + sql.count("\n", 0, tok.pos)
+            if tok.stray:
+                self.fail(it, loc, f"{what} has a lone '{tok.text}' that is not a placeholder; write "
+                          f"'{tok.text * 2}' for a literal '{tok.text}'", line=line)
+                continue
+            seen.add(tok.name or "")  # report each name once
+            if tok.name in WINDOW_NAMES:
+                self.fail(it, loc, f"{what} uses {{{tok.name}}} but the module has no partitions: "
+                          "(window placeholders need partitions:)", line=line)
+            else:
+                self.fail(it, loc, f"{what} uses {{{tok.name}}} but the module has no watermark "
+                          f"named '{tok.name}'", line=line)
+        return tokens
 
     def check_cycles(self, modules: list[_Item]) -> None:
         items = {m.model.name: m for m in modules}

@@ -37,11 +37,13 @@ from pipekit_core.fence import Claim, Fence
 from pipekit_core.lease import Lease
 from pipekit_core.merge import Merger
 from pipekit_core.models import Hook, Module
+from pipekit_core.partitions import PartitionSpec, Window, WindowError, is_date_type, spec_for, window_values
 from pipekit_core.plan import Plan, build_plan
 from pipekit_core.repo import Repository
 from pipekit_core.resolver import resolve_watermarks
 from pipekit_core.secrets import Secrets, redact
-from pipekit_core.sql.dialects import get_dialect, parse_table_name
+from pipekit_core.sql.builders import WindowBounds
+from pipekit_core.sql.dialects import ColumnDef, TableName, get_dialect, parse_table_name
 from pipekit_core.transport.base import (
     CancelScope,
     SourceColumn,
@@ -68,6 +70,9 @@ class RunOptions:
     dagster_run_id: str | None = None
     wait: bool = False
     wait_timeout: float | None = None
+    # The window of a partitioned module's run (one partition or a range: one run); None = the
+    # latest complete partition. Ignored (an error) for a module without partitions:.
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -108,11 +113,18 @@ class RunResult:
     error: str | None = None
     failed_phase: str | None = None
     committed: bool = False  # the merge committed (whatever happened after it)
+    window: Window | None = None  # a partitioned module's window
+    window_row_count: int | None = None  # destination rows in the window after the merge
+    rows_source_deleted: int | None = None  # deletes: rows removed because their key left the source
+    rows_soft_deleted: int | None = None  # deletes: soft: rows marked deleted by this run
+    rows_undeleted: int | None = None  # deletes: soft: marked rows whose key came back
     plan: Plan | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("plan", None)
+        w = d.pop("window", None)
+        d["window"] = None if w is None else {"start": self.window.start.isoformat(), "end": self.window.end.isoformat()}  # type: ignore[union-attr]
         return d
 
 
@@ -176,6 +188,25 @@ class Engine:
             f"not found ('{self.settings.jrunner_setting}'); set PIPEKIT_JRUNNER"
         )
 
+    def partition_spec(self, module: Module) -> PartitionSpec | None:
+        """The module's partitions, in its timezone (else the ``timezone`` setting)."""
+        return spec_for(module, self.settings.local_timezone())
+
+    def window(self, module: str, *, window: str | None = None, partition: str | None = None) -> Window | None:
+        """The window of ``--window A..B`` or ``--partition P`` for ``module`` (None when neither is given).
+
+        Raises WindowError naming the module when it has no partitions or the text is not a window of them.
+        """
+        if window is None and partition is None:
+            return None
+        mod = self.module(module)
+        spec = self.partition_spec(mod)
+        if spec is None:
+            raise WindowError(f"module '{mod.name}' has no partitions:, so it takes no --window / --partition")
+        if window is not None and partition is not None:
+            raise WindowError(f"module '{mod.name}': give --window or --partition, not both")
+        return spec.window(window) if window is not None else spec.partition(partition or "")
+
     def new_run(self, module: str, options: RunOptions | None = None, on_event: EventFn | None = None) -> ModuleRun:
         return ModuleRun(self, module, options or RunOptions(), on_event)
 
@@ -206,6 +237,23 @@ class ModuleRun:
         self.dest_table = parse_table_name(self.module.dest_table)
         dialect = get_dialect(engine.catalog.connection(self.module.dest).kind)
         self.staging = dialect.staging_table(self.module.name, engine.settings.staging_schema)
+        self.keys_staging = dialect.staging_table(self.module.name + "__keys", engine.settings.staging_schema)
+        self._window: Window | None = None
+        self._template_values: dict[str, str] = {}  # watermarks and window: what hooks substitute
+
+    @property
+    def window(self) -> Window | None:
+        """This run's window: the one asked for, else the latest complete partition (None when the
+        module has no partitions)."""
+        if self._window is None:
+            spec = self.engine.partition_spec(self.module)
+            if spec is None:
+                if self.options.window is not None:
+                    raise WindowError(f"module '{self.module.name}' has no partitions:, so its runs take no window")
+                return None
+            self._window = self.options.window or spec.latest()
+            self.result.window = self._window
+        return self._window
 
     @property
     def dest_ep(self) -> Endpoint:
@@ -238,6 +286,7 @@ class ModuleRun:
     def start(self) -> None:
         """Take the module lock (or fail naming the holder), open the run log, start the heartbeat."""
         t0 = self._enter("lock")
+        _ = self.window  # a bad or not-yet-complete window fails before anything is taken
         repo = self.engine.repo
         transport, reason = self.engine.choose_transport(self.module)
         self.result.transport = transport
@@ -258,8 +307,12 @@ class ModuleRun:
                 "dry_run": self.options.dry_run,
                 "full_refresh": self.options.full_refresh,
                 "watermark_overrides": self.options.watermark_overrides,
+                **({"window": {"start": self.window.start.isoformat(), "end": self.window.end.isoformat(),
+                               "every": self.window.every}} if self.window is not None else {}),
             },
         )
+        if self.window is not None:
+            self.emit("log", f"window {self.window} ({len(self._spec_keys())} partition(s))")
         self.result.run_id = self.run_id
         if self.lease is not None:
             repo.update_run(self.run_id, commit_token=self.token)
@@ -273,6 +326,10 @@ class ModuleRun:
             self._timer.daemon = True
             self._timer.start()
         self._leave("lock", t0)
+
+    def _spec_keys(self) -> list[str]:
+        spec = self.engine.partition_spec(self.module)
+        return spec.keys(self.window) if spec is not None and self.window is not None else []
 
     def _lost_lock(self, why: str) -> None:
         """The heartbeat found the lock is no longer ours: stop now (the fence would refuse the merge)."""
@@ -354,6 +411,10 @@ class ModuleRun:
         t0 = self._enter("resolve")
         failpoints.hit("before_resolve")
         mod = self.module
+        window = self.window
+        if self.options.full_refresh and window is not None and mod.strategy == "incremental":
+            raise WindowError(f"module '{mod.name}' is partitioned: a full refresh would replace every row with one "
+                              "window's; rerun the whole range with --window instead")
         strategy = "full" if (self.options.full_refresh and mod.strategy == "incremental") else mod.strategy
         if self.dest_ep.kind == "sqlite" and not self.dest_ep.sqlite_path().exists():
             dest_exists, dest_cols = False, []  # a new SQLite file: created by the merge, not by planning
@@ -373,9 +434,24 @@ class ModuleRun:
             query_value=query_value,
             log=lambda m: self.emit("log", m),
         )
-        source_sql = substitute(mod.sql, {k: v.value or "" for k, v in values.items()}, mod.name)
+        wm_values = {k: v.value or "" for k, v in values.items()}
         src_ep = self.engine.endpoint(mod.source)
+        declared = self._declared_window_type()
+        template = {**wm_values, **(window_values(window, is_date_type(declared)) if window else {})}
+        source_sql = substitute(mod.sql, template, mod.name)
         source_columns = self._describe(src_ep, source_sql, dest_cols)
+        if window is not None and declared is None:  # the query's own type for the column decides
+            src_type = self._source_type_of(mod.partitions.column, source_columns)  # type: ignore[union-attr]
+            if is_date_type(src_type):
+                template = {**wm_values, **window_values(window, True)}
+                source_sql = substitute(mod.sql, template, mod.name)
+        self._template_values = template
+        bounds = (WindowBounds(mod.partitions.column, template["window_start"], template["window_end"])  # type: ignore[union-attr]
+                  if window is not None else None)
+        keys = None
+        if mod.deletes is not None and strategy != "full":
+            keys_sql = substitute(mod.deletes.keys_query, template, mod.name)
+            keys = (self.keys_staging, keys_sql, self._describe(src_ep, keys_sql, dest_cols))
         plan = build_plan(
             module=mod,
             catalog=self.engine.catalog,
@@ -390,6 +466,8 @@ class ModuleRun:
             source_columns=source_columns,
             dest_exists=dest_exists,
             dest_cols=dest_cols,
+            window=bounds,
+            keys=keys,
         )
         self.plan_ = plan
         self.result.watermarks = plan.watermark_values()
@@ -418,6 +496,23 @@ class ModuleRun:
         self._leave("resolve", t0)
         return plan
 
+    def _declared_window_type(self) -> str | None:
+        """The partitions column's type when ``columns:`` declares it (else the query's decides:
+        dates render as dates only for a date column, see :func:`pipekit_core.partitions.window_values`)."""
+        p = self.module.partitions
+        for c in self.module.columns or [] if p is not None else []:
+            if c.target_name == p.column and c.dest_type:  # type: ignore[union-attr]
+                return c.dest_type
+        return None
+
+    def _source_type_of(self, column: str, source_columns: list[SourceColumn]) -> str | None:
+        """The type the query gives the destination column ``column`` (after columns: renaming)."""
+        rename = {c.source_name: c.target_name for c in self.module.columns or []}
+        for sc in source_columns:
+            if rename.get(sc.name, sc.name) == column:
+                return sc.type
+        return None
+
     def _describe(self, src: Endpoint, sql: str, dest_cols: list[tuple[str, str, bool]]) -> list[SourceColumn]:
         tr = self.transport_for(src, "describe")
         if tr.name == "native":
@@ -428,62 +523,92 @@ class ModuleRun:
         return [SourceColumn(c.name, known.get(c.name) or dest_types.get(c.name) or c.type) for c in cols]
 
     def stage(self) -> int:
-        """Create the staging table and copy the source rows into it; returns rows staged."""
+        """Create the staging table and copy the source rows into it (and, with ``deletes:``, the
+        source's current keys into the keys staging table); returns rows staged."""
         assert self.plan_ is not None, "resolve() first"
         t0 = self._enter("stage")
         plan = self.plan_
-        src_ep = self.engine.endpoint(self.module.source)
         with NativeDB(self.dest_ep, application=f"pipekit stage {self.module.name}", create=True) as dest:
             token = self.cancel.register(dest.cancel)
             try:
-                with dest.transaction():
-                    for stmt in plan.staging_ddl:
-                        execute_ddl(dest, stmt)
-                self._staging_created = True
-                failpoints.hit("after_staging_created")
-                self.cancel.check()
-                started = time.monotonic()
-
-                def progress(rows: int) -> None:
-                    el = max(time.monotonic() - started, 1e-6)
-                    self.emit("progress", f"{rows:,} rows ({rows / el:,.0f} rows/s)", rows=rows, rate=rows / el)
-
-                req = StageRequest(
-                    module=self.module.name,
-                    source=src_ep,
-                    dest=self.dest_ep,
-                    sql=plan.source_sql,
-                    staging=self.staging,
-                    staging_columns=plan.staging_columns,
-                    source_columns=plan.source_columns,
-                    timeout=self.module.timeout,
-                    dest_types=plan.dest_types,
+                rows_read, staged = self._stage_one(
+                    dest, self.staging, plan.staging_ddl, plan.source_sql, plan.staging_columns, plan.source_columns,
+                    plan.dest_types, analyze_keys=plan.strategy == "incremental",
                 )
-                rows_read = self.transport_for(src_ep, "stage").stage(req, dest, progress)
-                self.cancel.check()
-                if rows_read is not None and self.result.transport == "native":
-                    staged = rows_read  # the native transport counts exactly what it wrote to the new table
-                else:
-                    staged = int(dest.query_one(dest.dialect.count_sql(self.staging))[0])  # type: ignore[index]
-                # Statistics matter only where the merge joins staging to the destination (the
-                # incremental delete); a full or append merge reads staging once. ANALYZE of a
-                # 1M-row staging table took 1-2 s here.
-                analyze = dest.dialect.analyze_sql(self.staging) if plan.strategy == "incremental" else None
-                if analyze and dest.kind == "postgresql":
-                    # The delete's plan needs the row count (always gathered) and the key's
-                    # statistics only: 0.06-0.12 s instead of 0.5 s for 60k staged rows x 12 columns.
-                    analyze += " (" + ", ".join(dest.dialect.quote(k) for k in self.module.merge_key) + ")"
-                if analyze:
-                    dest.execute(analyze)
+                if plan.keys_sql is not None:
+                    self.emit("log", f"staged {staged:,} rows into {plan.staging_table}; staging the keys query "
+                                     f"into {plan.keys_staging_table}")
+                    _, keys = self._stage_one(
+                        dest, self.keys_staging, plan.keys_staging_ddl, plan.keys_sql, plan.keys_staging_columns,
+                        plan.keys_source_columns, plan.keys_dest_types, analyze_keys=True,
+                    )
+                    self.emit("log", f"staged {keys:,} current source keys")
             finally:
                 self.cancel.unregister(token)
         self.result.rows_read = rows_read
         self.result.rows_staged = staged
         if self.run_id is not None:
             self.engine.repo.update_run(self.run_id, rows_read=rows_read, rows_staged=staged)
-        self.emit("log", f"staged {staged:,} rows into {plan.staging_table}")
+        if plan.keys_sql is None:
+            self.emit("log", f"staged {staged:,} rows into {plan.staging_table}")
         self._leave("stage", t0)
         return staged
+
+    def _stage_one(
+        self,
+        dest: NativeDB,
+        table: TableName,
+        ddl: list[str],
+        sql: str,
+        staging_columns: list[ColumnDef],
+        source_columns: list[SourceColumn],
+        dest_types: list[str],
+        *,
+        analyze_keys: bool,
+    ) -> tuple[int | None, int]:
+        """(Re)create one staging table and stream a query's rows into it: (rows read, rows staged)."""
+        with dest.transaction():
+            for stmt in ddl:
+                execute_ddl(dest, stmt)
+        self._staging_created = True
+        if table == self.staging:
+            failpoints.hit("after_staging_created")
+        self.cancel.check()
+        started = time.monotonic()
+
+        def progress(rows: int) -> None:
+            el = max(time.monotonic() - started, 1e-6)
+            self.emit("progress", f"{rows:,} rows ({rows / el:,.0f} rows/s)", rows=rows, rate=rows / el)
+
+        src_ep = self.engine.endpoint(self.module.source)
+        req = StageRequest(
+            module=self.module.name,
+            source=src_ep,
+            dest=self.dest_ep,
+            sql=sql,
+            staging=table,
+            staging_columns=staging_columns,
+            source_columns=source_columns,
+            timeout=self.module.timeout,
+            dest_types=dest_types,
+        )
+        rows_read = self.transport_for(src_ep, "stage").stage(req, dest, progress)
+        self.cancel.check()
+        if rows_read is not None and self.result.transport == "native":
+            staged = rows_read  # the native transport counts exactly what it wrote to the new table
+        else:
+            staged = int(dest.query_one(dest.dialect.count_sql(table))[0])  # type: ignore[index]
+        # Statistics matter only where the merge joins staging to the destination (the
+        # incremental delete, the deletes' anti join); a full or append merge reads staging once.
+        # ANALYZE of a 1M-row staging table took 1-2 s here.
+        analyze = dest.dialect.analyze_sql(table) if analyze_keys else None
+        if analyze and dest.kind == "postgresql":
+            # The join's plan needs the row count (always gathered) and the key's statistics
+            # only: 0.06-0.12 s instead of 0.5 s for 60k staged rows x 12 columns.
+            analyze += " (" + ", ".join(dest.dialect.quote(k) for k in self.module.merge_key) + ")"
+        if analyze:
+            dest.execute(analyze)
+        return rows_read, staged
 
     def merge(self) -> RunResult:
         """Merge staging into the destination in one transaction (:class:`~pipekit_core.merge.Merger`)."""
@@ -492,15 +617,27 @@ class ModuleRun:
         plan, mod, r = self.plan_, self.module, self.result
         out = Merger(
             mod, self.dest_ep, plan,
-            staging=self.staging, dest_table=self.dest_table, fence=self.fence, claim=self.claim,
+            staging=self.staging, dest_table=self.dest_table, fence=self.fence, claim=self.claim, keys_staging=self.keys_staging,
             lost=self._lost_to, cancel=self.cancel, warn=lambda m: self.emit("warning", m),
         ).run()
         r.committed = True
         r.rows_deleted, r.rows_inserted, r.row_count = out.deleted, out.inserted, out.row_count
+        r.window_row_count = out.window_row_count
+        r.rows_source_deleted, r.rows_soft_deleted, r.rows_undeleted = out.source_deleted, out.soft_deleted, out.undeleted
         if self.run_id is not None:
-            self.engine.repo.update_run(self.run_id, rows_deleted=out.deleted, rows_inserted=out.inserted, row_count=out.row_count)
+            self.engine.repo.update_run(
+                self.run_id, rows_deleted=out.deleted, rows_inserted=out.inserted, row_count=out.row_count,
+                window_row_count=out.window_row_count, rows_source_deleted=out.source_deleted,
+                rows_soft_deleted=out.soft_deleted, rows_undeleted=out.undeleted,
+            )
         self.emit("log", f"merged ({plan.strategy}): {out.deleted:,} deleted, {out.inserted:,} inserted; "
-                         f"{out.row_count:,} rows in {mod.dest_table}")
+                         f"{out.row_count:,} rows in {mod.dest_table}"
+                         + (f" ({out.window_row_count:,} in the window)" if out.window_row_count is not None else ""))
+        if out.source_deleted is not None:
+            self.emit("log", f"deletes (hard): {out.source_deleted:,} rows whose key left the source were deleted")
+        if out.soft_deleted is not None:
+            self.emit("log", f"deletes (soft): {out.soft_deleted:,} rows marked deleted, {out.undeleted or 0:,} "
+                             "marked rows came back")
         failpoints.hit("after_merge_commit")
         # After the commit nothing may fail the merge: a lost connection here is not a failed merge.
         try:
@@ -512,6 +649,15 @@ class ModuleRun:
         self._leave("merge", t0)
         return r
 
+    def hook_sql(self, hook: Hook) -> str:
+        """A hook's SQL: a partitioned module's hooks are templates ({window_start}, watermarks)."""
+        if self.module.partitions is None:
+            return hook.sql
+        values = self._template_values
+        if not values and self.window is not None:  # (a failure hook before resolve rendered them)
+            values = window_values(self.window, is_date_type(self._declared_window_type()))
+        return substitute(hook.sql, values, self.module.name)
+
     def _run_hook(self, i: int, hook: Hook) -> None:
         self._hooks_done.add(i)
         label = hook.name or f"hook #{i + 1}"
@@ -519,19 +665,20 @@ class ModuleRun:
         failpoints.hit("before_hook", i)
         self.emit("log", f"{label} ({hook.run_on}): {hook.sql.strip().splitlines()[0][:120]}")
         try:
+            sql = self.hook_sql(hook)
             with NativeDB(ep, application=f"pipekit hook {self.module.name}", create=True) as db:
                 token = self.cancel.register(db.cancel)
                 try:
                     if db.kind == "sqlite":  # sqlite3's execute() takes one statement only
                         try:
-                            db.raw.executescript(f"BEGIN;\n{hook.sql}\n;COMMIT;")
+                            db.raw.executescript(f"BEGIN;\n{sql}\n;COMMIT;")
                         except BaseException:
                             with contextlib.suppress(Exception):
                                 db.raw.execute("ROLLBACK")
                             raise
                     else:
                         with db.transaction():
-                            db.execute(hook.sql)
+                            db.execute(sql)
                 finally:
                     self.cancel.unregister(token)
         except Exception as e:  # noqa: BLE001
@@ -608,6 +755,8 @@ class ModuleRun:
         try:
             with NativeDB(self.dest_ep, application=f"pipekit cleanup {self.module.name}") as dest:
                 dest.execute(self.dest_ep.dialect.drop_table_sql(self.staging))
+                if self.module.deletes is not None:
+                    dest.execute(self.dest_ep.dialect.drop_table_sql(self.keys_staging))
         except Exception as e:  # noqa: BLE001
             self.emit("warning", f"could not drop staging {self.staging}: {e}; the next run drops it")
 

@@ -8,6 +8,10 @@ Points, in the order a run reaches them:
   transaction still open). Fires once per copy, on every native path (PostgreSQL->PostgreSQL
   counts the rows of its COPY pipe) and for jrunner when its progress ticker reports N rows;
   never when the source has fewer than N rows;
+- ``after_merge_statement`` (after every statement of the merge) or ``after_merge_statement:<i>``
+  (after statement number i, from 0, counting the merge statements then the deletes'
+  statements in plan order): inside the merge transaction, e.g. a window's DELETE done and its
+  INSERT not yet run;
 - ``before_merge_commit``: every merge statement done, the merge transaction not committed;
 - ``after_merge_commit``: the merge committed, staging not yet dropped;
 - ``before_hook`` (before every hook, failure hooks included) or ``before_hook:<i>`` (before
@@ -37,12 +41,13 @@ POINTS = (
     "after_resolve",
     "after_staging_created",
     "after_rows",
+    "after_merge_statement",
     "before_merge_commit",
     "after_merge_commit",
     "before_hook",
 )
 _NEEDS_ARG = frozenset({"after_rows"})
-_TAKES_ARG = frozenset({"after_rows", "before_hook"})
+_TAKES_ARG = frozenset({"after_rows", "before_hook", "after_merge_statement"})
 
 
 class FailpointError(RuntimeError):

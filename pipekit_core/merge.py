@@ -21,6 +21,7 @@ from pipekit_core.db import Endpoint, NativeDB, execute_ddl
 from pipekit_core.errors import CommitUnknownError, DuplicateKeyError, EmptySourceError
 from pipekit_core.fence import Claim, Fence, LockLostError
 from pipekit_core.models import Module
+from pipekit_core.partitions import WindowError
 from pipekit_core.plan import Plan
 from pipekit_core.secrets import redact
 from pipekit_core.sql.builders import MergeBuilder
@@ -33,6 +34,10 @@ class MergeOutcome:
     deleted: int
     inserted: int
     row_count: int
+    window_row_count: int | None = None
+    source_deleted: int | None = None  # deletes: hard
+    soft_deleted: int | None = None  # deletes: soft
+    undeleted: int | None = None  # deletes: soft, keys that came back
 
 
 class Merger:
@@ -47,6 +52,7 @@ class Merger:
         staging: TableName,
         dest_table: TableName,
         fence: Fence,
+        keys_staging: TableName | None = None,
         claim: Claim | None,
         lost: Callable[[], str | None],
         cancel: CancelScope,
@@ -54,6 +60,7 @@ class Merger:
     ) -> None:
         self.module, self.dest, self.plan = module, dest, plan
         self.staging, self.dest_table = staging, dest_table
+        self.keys_staging = keys_staging or staging
         self.fence, self.claim, self.lost = fence, claim, lost
         self.cancel, self.warn = cancel, warn
 
@@ -63,6 +70,8 @@ class Merger:
         b = MergeBuilder(self.dest.dialect)
         state = "open"  # open -> committing (COMMIT sent) -> committed
         deleted = inserted = row_count = 0
+        window_rows: int | None = None
+        counts: tuple[int | None, int | None, int | None] = (None, None, None)
         backend: int | None = None
         try:
             with NativeDB(self.dest, application=f"pipekit merge {mod.name}", create=True) as db:
@@ -71,27 +80,26 @@ class Merger:
                 try:
                     if plan.strategy == "incremental":
                         self._refuse_duplicate_keys(db, b)
+                    if plan.window_guard_sql:
+                        self._refuse_rows_outside_window(db, b)
                     with db.transaction():
                         if self.claim is not None:
                             self.fence.commit_guard(db, self.claim)  # first: takes the module's row lock
                         for stmt in [*plan.create_table_sql, *plan.alter_sql]:
                             execute_ddl(db, stmt)
-                        if plan.strategy == "full" and not mod.allow_empty and plan.dest_exists:
-                            staged_any = db.query_one(b.nonempty_sql(self.staging))
-                            dest_any = db.query_one(b.nonempty_sql(self.dest_table))
-                            if staged_any is None and dest_any is not None:
-                                raise EmptySourceError(
-                                    f"module '{mod.name}': the source returned 0 rows and a full refresh would empty "
-                                    f"{mod.dest_table}; refused (set allow_empty: true to allow it)"
-                                )
-                        for stmt in plan.merge_sql:
+                        if plan.strategy in ("full", "window") and not mod.allow_empty and plan.dest_exists:
+                            self._refuse_empty(db, self.staging, "the source returned 0 rows", "empty")
+                        for i, stmt in enumerate(plan.merge_sql):
                             n = db.execute(stmt)
                             head = stmt.lstrip().split(None, 1)[0].upper()
                             if head == "DELETE":
                                 deleted += max(n, 0)
                             elif head == "INSERT":
                                 inserted += max(n, 0)
+                            failpoints.hit("after_merge_statement", i)
+                        counts = self._source_deletes(db)
                         row_count = int(db.query_one(plan.count_sql)[0])  # type: ignore[index]
+                        window_rows = int(db.query_one(plan.window_count_sql)[0]) if plan.window_count_sql else None  # type: ignore[index]
                         self.cancel.check()
                         failpoints.hit("before_merge_commit")
                         lost = self.lost()
@@ -105,7 +113,54 @@ class Merger:
             if state != "committing":
                 raise  # nothing was committed: the transaction rolled back (or never began)
             self._settle_commit(e, backend)
-        return MergeOutcome(deleted, inserted, row_count)
+        return MergeOutcome(deleted, inserted, row_count, window_rows, *counts)
+
+    def _refuse_empty(self, db: NativeDB, staged: TableName, what: str, verb: str) -> None:
+        """The ``allow_empty`` guard: nothing staged while the destination (its window) has rows."""
+        plan, mod, b = self.plan, self.module, MergeBuilder(self.dest.dialect)
+        if db.query_one(b.nonempty_sql(staged)) is not None:
+            return
+        w = plan.window
+        dest_any = db.query_one(b.window_nonempty_sql(self.dest_table, w) if w else b.nonempty_sql(self.dest_table))
+        if dest_any is None:
+            return
+        where = f"the window [{w.start}, {w.end}) of {mod.dest_table}" if w else mod.dest_table
+        raise EmptySourceError(
+            f"module '{mod.name}': {what} and the merge would {verb} {where}; refused "
+            "(set allow_empty: true to allow it). The destination was not touched."
+        )
+
+    def _source_deletes(self, db: NativeDB) -> tuple[int | None, int | None, int | None]:
+        """``deletes:``: remove / mark destination rows whose key the source no longer has."""
+        plan, mod = self.plan, self.module
+        if not plan.delete_sql or plan.keys_staging_table is None:
+            return None, None, None
+        if not mod.allow_empty and plan.dest_exists:
+            verb = "delete every row of" if mod.deletes.mode == "hard" else "mark as deleted every row of"  # type: ignore[union-attr]
+            self._refuse_empty(db, self.keys_staging, "the keys query returned 0 rows", verb)
+        n = {"removed": 0, "soft_deleted": 0, "undeleted": 0}
+        for i, (kind, stmt) in enumerate(plan.delete_sql, start=len(plan.merge_sql)):
+            n[kind] += max(db.execute(stmt), 0)
+            failpoints.hit("after_merge_statement", i)
+        if mod.deletes is not None and mod.deletes.mode == "soft":
+            return None, n["soft_deleted"], n["undeleted"]
+        return n["removed"], None, None
+
+    def _refuse_rows_outside_window(self, db: NativeDB, b: MergeBuilder) -> None:
+        """Strategy window: every staged row must lie in the window, or the merge would delete the
+        window's rows and insert rows of another window (a wrong query). Checked before the merge."""
+        plan, mod, w = self.plan, self.module, self.plan.window
+        assert plan.window_guard_sql is not None and w is not None
+        bad = db.query(plan.window_guard_sql)
+        if not bad:
+            return
+        total = int(db.query_one(b.outside_window_count_sql(self.staging, w))[0])  # type: ignore[index]
+        shown = ", ".join("NULL" if r[0] is None else repr(str(r[0])) for r in bad)
+        raise WindowError(
+            f"module '{mod.name}': {total:,} staged row(s) have {w.column} outside the window "
+            f"[{w.start}, {w.end}) (e.g. {shown}); the query must return only the window's rows "
+            "(filter on {window_start} / {window_end}). The destination was not touched."
+        )
 
     def _refuse_duplicate_keys(self, db: NativeDB, b: MergeBuilder) -> None:
         mod = self.module

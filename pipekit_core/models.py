@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Strategy = Literal["full", "incremental", "append"]
+Strategy = Literal["full", "incremental", "append", "window"]
 RunOn = Literal["success", "failure", "always"]
 TransportName = Literal["native", "jrunner", "auto"]
 
@@ -136,6 +136,47 @@ class SchemaChange(_Strict):
         return v
 
 
+class Partitions(_Strict):
+    """``partitions:``: time-window partitions (Dagster partitions, ``--window`` / ``--partition``).
+
+    ``column`` is the destination column that places a row in a window (strategy ``window``
+    replaces the rows whose ``column`` lies in the run's window). See :mod:`pipekit_core.partitions`.
+    """
+
+    every: Literal["hour", "day", "week", "month"]
+    start: str
+    end: str | None = None
+    timezone: str | None = None
+    column: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _point_text(cls, v: Any) -> Any:
+        # YAML turns 2024-01-01 into a date (and 2024-01-01 06:00:00 into a datetime).
+        return None if v is None else (v.isoformat(sep=" ") if hasattr(v, "hour") else str(v))
+
+
+class Deletes(_Strict):
+    """``deletes:``: propagate rows deleted in the source.
+
+    ``keys_query`` returns the current set of source keys (exactly the merge_key columns); in the
+    merge transaction destination rows whose key it lacks are deleted (``hard``) or get
+    ``soft_column = now()`` (``soft``; a key that comes back clears it).
+    """
+
+    mode: Literal["hard", "soft"]
+    keys_query: str
+    soft_column: str | None = None
+
+    @model_validator(mode="after")
+    def _soft(self) -> Deletes:
+        if self.mode == "soft" and not (self.soft_column or "").strip():
+            raise ValueError("soft_column: required when mode is soft (the column that gets the deletion time)")
+        if self.mode == "hard" and self.soft_column is not None:
+            raise ValueError("soft_column: only for mode: soft (a hard delete removes the row)")
+        return self
+
+
 class Module(_Strict):
     """One sync job: source query -> staging -> merge into ``dest_table`` on ``dest``."""
 
@@ -151,6 +192,8 @@ class Module(_Strict):
     hooks: list[Hook] = Field(default_factory=list)
     columns: list[ColumnSpec] | None = None
     allow_empty: bool = False
+    partitions: Partitions | None = None
+    deletes: Deletes | None = None
     schema_change: SchemaChange = Field(default_factory=SchemaChange)
     schedule: str | None = None
     sensor: SensorSpec | None = None
@@ -195,7 +238,28 @@ class Module(_Strict):
         names = [w.name for w in self.watermarks]
         if len(set(names)) != len(names):
             raise ValueError("watermarks: two watermarks have the same name")
+        if self.strategy == "window" and self.partitions is None:
+            raise ValueError("partitions: required when strategy is window (it says which rows a window holds)")
+        if self.partitions is not None and self.strategy == "full":
+            raise ValueError("strategy: a full refresh replaces every row, so it cannot be partitioned; "
+                             "use strategy: window to replace one window's rows")
+        if self.deletes is not None:
+            if self.strategy in ("full", "append"):
+                raise ValueError(f"deletes: not for strategy {self.strategy} (a full refresh already drops "
+                                 "deleted rows; append has no key); use it with incremental")
+            if not self.merge_key:
+                raise ValueError("merge_key: required with deletes: (the keys query returns the merge key columns)")
+            if self.strategy == "window" and self.deletes.mode == "soft":
+                raise ValueError("deletes: strategy window replaces the window's rows, so rows deleted in the "
+                                 "source are already gone and cannot be soft-deleted; drop deletes: "
+                                 "(window needs none) or use strategy incremental")
         return self
+
+    def window_names(self) -> tuple[str, ...]:
+        """The window placeholders this module has (``window_start``, ``window_end`` when partitioned)."""
+        from pipekit_core.partitions import WINDOW_NAMES
+
+        return WINDOW_NAMES if self.partitions is not None else ()
 
     def placeholders(self) -> list[str]:
         """The ``{name}`` placeholders of the query, in order (``{{``/``}}`` are literal braces)."""

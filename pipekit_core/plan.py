@@ -12,7 +12,7 @@ from pipekit_core.db import Endpoint
 from pipekit_core.defs import Catalog
 from pipekit_core.errors import PipekitError
 from pipekit_core.models import Hook, Module
-from pipekit_core.sql.builders import MergeBuilder
+from pipekit_core.sql.builders import MergeBuilder, WindowBounds
 from pipekit_core.sql.dialects import ColumnDef, TableName
 from pipekit_core.sql.types import holds, map_type, widening
 from pipekit_core.transport.base import SourceColumn
@@ -70,12 +70,27 @@ class Plan:
     # schema changes, or the new table's), by staging position: the per-value exactness check
     # (sql.types.value_guard) judges values against it, also where staging is untyped (SQLite).
     dest_types: list[str] = field(default_factory=list)
+    # A partitioned module's window (the bounds as rendered) and the statements that use it.
+    window: WindowBounds | None = None
+    window_predicate: str | None = None  # on the destination: the rows the window holds
+    window_guard_sql: str | None = None  # staged values outside the window (strategy window)
+    window_count_sql: str | None = None  # destination rows in the window after the merge
+    # deletes: the keys query, its staging table, and the statements run after the merge
+    # ((kind, sql): removed | soft_deleted | undeleted).
+    keys_sql: str | None = None
+    keys_staging_table: str | None = None
+    keys_staging_columns: list[ColumnDef] = field(default_factory=list)
+    keys_source_columns: list[SourceColumn] = field(default_factory=list)
+    keys_staging_ddl: list[str] = field(default_factory=list)
+    keys_dest_types: list[str] = field(default_factory=list)
+    delete_sql: list[tuple[str, str]] = field(default_factory=list)
 
     def watermark_values(self) -> dict[str, str | None]:
         return {k: v.value for k, v in self.watermarks.items()}
 
     def merge_sql_text(self) -> str:
-        return ";\n".join(self.merge_sql) + ";" if self.merge_sql else ""
+        stmts = [*self.merge_sql, *(sql for _, sql in self.delete_sql)]
+        return ";\n".join(stmts) + ";" if stmts else ""
 
 
 def build_plan(
@@ -93,6 +108,8 @@ def build_plan(
     source_columns: list[SourceColumn],
     dest_exists: bool,
     dest_cols: list[tuple[str, str, bool]],
+    window: WindowBounds | None = None,
+    keys: tuple[TableName, str, list[SourceColumn]] | None = None,
 ) -> Plan:
     """Every statement of a run from what resolve learnt: staging columns (query order, destination
     names), staging DDL, the destination's CREATE TABLE when missing, and the merge.
@@ -102,6 +119,7 @@ def build_plan(
     source and the destination differ in a way ``schema_change:`` refuses (see :func:`schema_diff`).
     """
     mod = module
+    original_dest_cols = dest_cols
     src_kind = catalog.connection(mod.source).kind
     d = dest.dialect
     staging_cols, table_cols, wanted = module_columns(mod, src_kind, dest.kind, source_columns, dest_cols)
@@ -109,6 +127,16 @@ def build_plan(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise PipekitError(f"module '{mod.name}': columns {dupes} appear twice after renaming (columns:)")
+    soft = mod.deletes.soft_column if mod.deletes is not None and mod.deletes.mode == "soft" else None
+    if soft is not None and soft in names:
+        raise PipekitError(f"module '{mod.name}': deletes soft_column '{soft}' is also a column of the source query; "
+                           "it must be a destination column of its own (rename one of them)")
+    if window is not None and window.column not in names:
+        raise PipekitError(f"module '{mod.name}': partitions column '{window.column}' is not a column of the source "
+                           f"query (after columns: renaming): {names}")
+    if soft is not None:  # pipekit's own column: never "missing", added when the table lacks it
+        soft_def = ColumnDef(soft, d.soft_delete_type)
+        dest_cols = [c for c in dest_cols if c[0] != soft]
     dest_names = [n for n, _, _ in dest_cols]
     diff = SchemaDiff()
     alter_sql: list[str] = []
@@ -147,7 +175,43 @@ def build_plan(
     final.update({(col.lower() if fold else col): new for col, _old, new in diff.widened})
     dest_types = [final.get(c.name.lower() if fold else c.name) or t.type for c, t in zip(staging_cols, table_cols, strict=True)]
     builder = MergeBuilder(d)
-    mp = builder.plan(strategy, dest_table, staging, merge_columns, list(mod.merge_key), key_not_null)
+    mp = builder.plan(strategy, dest_table, staging, merge_columns, list(mod.merge_key), key_not_null, window)
+    if soft is not None:
+        had_soft = soft in {n for n, _, _ in original_dest_cols}
+        if not dest_exists:
+            table_cols = [*table_cols, soft_def]
+        elif not had_soft:
+            alter_sql.append(d.add_column_sql(dest_table, soft_def))
+    extra: dict[str, object] = {}
+    if window is not None:
+        extra.update(
+            window=window,
+            window_predicate=builder.in_window(window),
+            window_guard_sql=builder.outside_window_sql(staging, window) if strategy == "window" else None,
+            window_count_sql=builder.window_count_sql(dest_table, window),
+        )
+    if keys is not None and mod.deletes is not None and strategy != "full":
+        keys_table, keys_sql, keys_cols = keys
+        kstage, _, _ = module_columns(mod, src_kind, dest.kind, keys_cols, dest_cols)
+        got = sorted(c.name for c in kstage)
+        if got != sorted(mod.merge_key):
+            raise PipekitError(
+                f"module '{mod.name}': deletes keys_query must return exactly the merge_key columns {list(mod.merge_key)} "
+                f"(by name, after columns: renaming); it returns {[c.name for c in kstage]}"
+            )
+        types = dict(zip(names, dest_types, strict=True))
+        extra.update(
+            keys_sql=keys_sql,
+            keys_staging_table=d.table(keys_table),
+            keys_staging_columns=kstage,
+            keys_source_columns=keys_cols,
+            keys_staging_ddl=d.create_staging_sql(keys_table, kstage, staging_schema),
+            keys_dest_types=[types.get(c.name, "") for c in kstage],
+            delete_sql=builder.source_deletes_sql(
+                dest_table, keys_table, list(mod.merge_key), key_not_null, mode=mod.deletes.mode,
+                soft_column=soft, window=window,
+            ),
+        )
     return Plan(
         module=mod.name,
         strategy=strategy,
@@ -170,6 +234,7 @@ def build_plan(
         alter_sql=alter_sql,
         schema=diff,
         dest_types=dest_types,
+        **extra,  # type: ignore[arg-type]
     )
 
 

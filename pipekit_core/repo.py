@@ -77,6 +77,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX run_log_commit_token ON run_log (commit_token)",
         "ALTER TABLE module_locks ADD COLUMN token TEXT",
     ]),
+    (4, "windows_and_deletes", [
+        # A partitioned module's rows in its window after the merge, and what deletes: did.
+        "ALTER TABLE run_log ADD COLUMN window_row_count INTEGER",
+        "ALTER TABLE run_log ADD COLUMN rows_source_deleted INTEGER",
+        "ALTER TABLE run_log ADD COLUMN rows_soft_deleted INTEGER",
+        "ALTER TABLE run_log ADD COLUMN rows_undeleted INTEGER",
+    ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -86,6 +93,7 @@ RUN_COLUMNS = frozenset({
     "phase_timings", "rows_read", "rows_staged", "rows_deleted", "rows_inserted", "row_count",
     "watermarks", "source_sql", "merge_sql", "error", "log", "transport", "dagster_run_id",
     "host", "pid", "options", "source_columns", "commit_token",
+    "window_row_count", "rows_source_deleted", "rows_soft_deleted", "rows_undeleted",
 })
 
 

@@ -32,9 +32,19 @@ from itertools import combinations
 
 from .dialects import Dialect, TableName
 
-__all__ = ["STRATEGIES", "MergeBuilder", "MergePlan"]
+__all__ = ["STRATEGIES", "MergeBuilder", "MergePlan", "WindowBounds"]
 
-STRATEGIES = ("full", "incremental", "append")
+STRATEGIES = ("full", "incremental", "append", "window")
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    """A run's window on the destination: ``column`` (a destination name) in ``[start, end)``,
+    the bounds as rendered for the query (:func:`pipekit_core.partitions.window_values`)."""
+
+    column: str
+    start: str
+    end: str
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,100 @@ class MergeBuilder:
     def nonempty_sql(self, t: TableName) -> str:
         """One row if the table has any (the ``allow_empty`` guard of a full refresh)."""
         return self.dialect.select_limited("1", f"FROM {self.dialect.table(t)}", 1)
+
+    # -- windows ---------------------------------------------------------------------------
+
+    def in_window(self, w: WindowBounds, alias: str | None = None) -> str:
+        """The window predicate on ``w.column`` (see :meth:`Dialect.in_window`)."""
+        return self.dialect.in_window(self._cols([w.column], alias)[0], w.start, w.end)
+
+    def outside_window_sql(self, staging: TableName, w: WindowBounds, limit: int = 5) -> str:
+        """Up to ``limit`` staged values of the window column that lie outside the window (NULL included)."""
+        col = self._cols([w.column])[0]
+        rest = (f"FROM {self.dialect.table(staging)} WHERE NOT ({self.in_window(w)}) "
+                f"OR {self.dialect.window_value(col)} IS NULL")
+        return self.dialect.select_limited(col, rest, limit)
+
+    def outside_window_count_sql(self, staging: TableName, w: WindowBounds) -> str:
+        col = self._cols([w.column])[0]
+        return (f"SELECT count(*) FROM {self.dialect.table(staging)} WHERE NOT ({self.in_window(w)}) "
+                f"OR {self.dialect.window_value(col)} IS NULL")
+
+    def window_count_sql(self, dest: TableName, w: WindowBounds) -> str:
+        """Destination rows in the window (``dagster/partition_row_count``)."""
+        return f"SELECT count(*) FROM {self.dialect.table(dest)} WHERE {self.in_window(w)}"
+
+    def window_nonempty_sql(self, dest: TableName, w: WindowBounds) -> str:
+        return self.dialect.select_limited("1", f"FROM {self.dialect.table(dest)} WHERE {self.in_window(w)}", 1)
+
+    # -- deletes: destination rows whose key the source's current key set lacks ------------
+
+    def key_predicates(self, keys: TableName, merge_key: list[str], key_not_null: bool, *, present: bool) -> list[str]:
+        """Predicates on the destination (alias ``d``) that together select exactly the rows whose
+        key is (``present``) or is not in ``keys``, NULL matching NULL; disjoint, one per NULL
+        pattern of the key (see the module doc), each hashable: ``IN`` / ``NOT EXISTS`` on ``=``."""
+        da, a = self.dest_alias, self.staging_alias
+        k = f"{self.dialect.table(keys)} AS {a}"
+        out: list[str] = []
+
+        def match(parts: list[str], nulls: list[str]) -> str:
+            conds = [f"{c} IS NULL" for c in self._cols(nulls, a)]
+            conds += [f"{x} = {y}" for x, y in zip(self._cols(parts, a), self._cols(parts, da), strict=True)]
+            return " AND ".join(conds) if conds else "1=1"
+
+        def one(nulls: list[str]) -> str:
+            rest = [c for c in merge_key if c not in nulls]
+            head = [f"{c} IS NULL" for c in self._cols(nulls, da)]
+            if not key_not_null:
+                head += [f"{c} IS NOT NULL" for c in self._cols(rest, da)]
+            if present and rest and self.dialect.supports_row_value_in:
+                sub_where = " AND ".join(f"{c} IS NULL" for c in self._cols(nulls, a))
+                cond = (f"{self._tuple(self._cols(rest, da))} IN (SELECT {', '.join(self._cols(rest, a))} FROM {k}"
+                        + (f" WHERE {sub_where})" if sub_where else ")"))
+            else:
+                cond = f"{'' if present else 'NOT '}EXISTS (SELECT 1 FROM {k} WHERE {match(rest, nulls)})"
+            return " AND ".join([*head, cond])
+
+        out.append(one([]))
+        if key_not_null:
+            return out
+        if len(merge_key) > self.max_null_pattern_keys:
+            any_null = " OR ".join(f"{c} IS NULL" for c in self._cols(merge_key, da))
+            m = self.dialect.keys_match(self._cols(merge_key, a), self._cols(merge_key, da), null_safe=True)
+            out.append(f"({any_null}) AND {'' if present else 'NOT '}EXISTS (SELECT 1 FROM {k} WHERE {m})")
+            return out
+        for size in range(1, len(merge_key) + 1):
+            for nulls in combinations(merge_key, size):
+                out.append(one(list(nulls)))
+        return out
+
+    def source_deletes_sql(
+        self,
+        dest: TableName,
+        keys: TableName,
+        merge_key: list[str],
+        key_not_null: bool,
+        *,
+        mode: str,
+        soft_column: str | None = None,
+        window: WindowBounds | None = None,
+    ) -> list[tuple[str, str]]:
+        """``(kind, statement)`` pairs applying source deletes after the merge: ``removed`` (hard),
+        or ``soft_deleted`` then ``undeleted`` (soft). Only rows in ``window`` when one is given."""
+        d = f"{self.dialect.table(dest)} AS {self.dest_alias}"
+        scope = f" AND {self.in_window(window, self.dest_alias)}" if window else ""
+        absent = self.key_predicates(keys, merge_key, key_not_null, present=False)
+        if mode == "hard":
+            return [("removed", f"DELETE FROM {d} WHERE {p}{scope}") for p in absent]
+        if not soft_column:
+            raise ValueError("soft deletes need soft_column")
+        sc = self._cols([soft_column])[0]
+        sc_d = self._cols([soft_column], self.dest_alias)[0]
+        out = [("soft_deleted", f"UPDATE {d} SET {sc} = {self.dialect.now_sql()} WHERE {sc_d} IS NULL AND {p}{scope}")
+               for p in absent]
+        out += [("undeleted", f"UPDATE {d} SET {sc} = NULL WHERE {sc_d} IS NOT NULL AND {p}{scope}")
+                for p in self.key_predicates(keys, merge_key, key_not_null, present=True)]
+        return out
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -215,6 +319,13 @@ class MergeBuilder:
             dest, staging, columns
         )
 
+    def window(self, dest: TableName, staging: TableName, columns: list[str], w: WindowBounds) -> list[str]:
+        """Replace the destination rows in the window with the staged rows (checked to lie in it)."""
+        self._check(columns)
+        if w.column not in columns:
+            raise ValueError(f"the window column {w.column!r} is not among the merged columns ({', '.join(columns)})")
+        return [f"DELETE FROM {self.dialect.table(dest)} WHERE {self.in_window(w)}"] + self.insert_sql(dest, staging, columns)
+
     def append(self, dest: TableName, staging: TableName, columns: list[str]) -> list[str]:
         """Insert every staged row."""
         self._check(columns)
@@ -228,6 +339,7 @@ class MergeBuilder:
         columns: list[str],
         merge_key: list[str],
         key_not_null: bool,
+        window: WindowBounds | None = None,
     ) -> MergePlan:
         """The statements of one strategy plus the destination row count query.
 
@@ -240,6 +352,10 @@ class MergeBuilder:
             stmts = self.incremental(dest, staging, columns, merge_key, key_not_null)
         elif strategy == "append":
             stmts = self.append(dest, staging, columns)
+        elif strategy == "window":
+            if window is None:
+                raise ValueError("strategy window needs the run's window")
+            stmts = self.window(dest, staging, columns, window)
         else:
             raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
         return MergePlan(statements=stmts, count_sql=self.dialect.count_sql(dest))

@@ -244,6 +244,26 @@ class Dialect:
         """A comparison that is true when both sides are equal or both are NULL."""
         return f"{left} IS NOT DISTINCT FROM {right}"
 
+    #: type of the ``deletes: soft_column`` pipekit adds when the destination lacks it
+    soft_delete_type: str = "timestamp with time zone"
+
+    def now_sql(self) -> str:
+        """The current time, as the soft-delete column gets it (the transaction's time)."""
+        return "now()"
+
+    def window_value(self, expr: str) -> str:
+        """What a window compares for a column (the column as it is; SQLite normalises text)."""
+        return expr
+
+    def in_window(self, expr: str, start: str, end: str) -> str:
+        """``expr`` lies in the half-open window ``[start, end)`` (rendered window values).
+
+        The one predicate for a window: the window strategy's delete, the out-of-window guard,
+        the window's row count and the deletes restricted to a window all use it.
+        """
+        v = self.window_value(expr)
+        return f"{v} >= {self.window_value(self.literal(start))} AND {v} < {self.window_value(self.literal(end))}"
+
     def keys_match(self, left: list[str], right: list[str], *, null_safe: bool) -> str:
         """AND of pairwise comparisons of (already qualified) key expressions."""
         if null_safe:
@@ -289,6 +309,16 @@ class SQLiteDialect(Dialect):
 
     def null_safe_eq(self, left: str, right: str) -> str:
         return f"{left} IS {right}"
+
+    soft_delete_type = "TEXT"
+
+    def now_sql(self) -> str:
+        return "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"
+
+    def window_value(self, expr: str) -> str:
+        # Dates and timestamps are text here, written with ' ' or 'T', with or without an offset:
+        # compared as UTC text of one shape. A NULL or a value that is no date stays NULL (outside).
+        return f"strftime('%Y-%m-%d %H:%M:%f', {expr})"
 
     # analyze_sql stays None: ANALYZE would add sqlite_stat1 to the user's database file,
     # and SQLite's planner builds automatic indexes for the merge without statistics.

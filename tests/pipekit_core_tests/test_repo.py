@@ -63,13 +63,13 @@ def test_fresh_migrate_creates_everything(repo: Repository) -> None:
     assert not repo.path.parent.exists()
     applied = repo.migrate()
     assert applied == [name for _, name, _ in MIGRATIONS]
-    assert repo.schema_version() == LATEST_VERSION == 3
+    assert repo.schema_version() == LATEST_VERSION == 4
     with raw(repo.path) as con:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert TABLES <= tables
         versions = con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
         assert [(v, n) for v, n, _ in versions] == [(1, "base_schema"), (2, "run_log_options_and_columns"),
-                                                 (3, "fencing_tokens")]
+                                                 (3, "fencing_tokens"), (4, "windows_and_deletes")]
         assert all(a for _, _, a in versions)
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
@@ -92,8 +92,8 @@ def test_upgrade_from_version_1_keeps_rows(repo: Repository) -> None:
                        VALUES ('orders', 'success', 'cli', '2024-01-01T00:00:00.000+00:00', 42)""")
     con.close()
     fresh = Repository(repo.path)
-    assert fresh.migrate() == ["run_log_options_and_columns", "fencing_tokens"]
-    assert fresh.schema_version() == 3
+    assert fresh.migrate() == ["run_log_options_and_columns", "fencing_tokens", "windows_and_deletes"]
+    assert fresh.schema_version() == 4
     run = fresh.last_run("orders")
     assert run is not None and run["rows_staged"] == 42 and run["options"] is None
     fresh.update_run(run["id"], source_columns=[["id", "INTEGER"]])
