@@ -341,11 +341,11 @@ class _Loader:
             self.fail(item, loc, f"required key '{loc[-1]}' is missing")
             return
         msg = msg.removeprefix("Value error, ")
-        if kind == "value_error" and not loc:
+        if kind == "value_error":  # "field: what is wrong" from a model's own rule: point at the field
             head, sep, rest = msg.partition(": ")
             first = head.split(" / ")[0]
-            if sep and first in model.model_fields:
-                self.fail(item, (first,), rest if " / " not in head else msg)
+            if sep and first in (_model_at(model, loc) if loc else model.model_fields):
+                self.fail(item, (*loc, first), rest if " / " not in head else msg)
                 return
         if kind == "literal_error":
             msg += f" (got {err.get('input')!r})"
