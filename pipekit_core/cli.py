@@ -195,8 +195,9 @@ def _print_plan(plan: Any) -> None:
     print("\n-- hooks")
     if not plan.hooks:
         print("(none)")
-    for i, h in enumerate(plan.hooks):
-        print(f"#{i + 1} ({h.run_on}): {h.sql.strip()}")
+    rendered = getattr(plan, "hook_sql", None) or [h.sql for h in plan.hooks]
+    for i, (h, sql) in enumerate(zip(plan.hooks, rendered, strict=False)):
+        print(f"#{i + 1} ({h.run_on}): {sql.strip()}")
     for d in plan.drift:
         print(f"\nwarning: source column {d!r} has no column in the destination; it is not merged")
 

@@ -469,6 +469,7 @@ class ModuleRun:
             window=bounds,
             keys=keys,
         )
+        plan.hook_sql = [self.hook_sql(h) for h in mod.hooks]
         self.plan_ = plan
         self.result.watermarks = plan.watermark_values()
         self.result.source_sql = source_sql

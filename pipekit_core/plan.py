@@ -84,6 +84,7 @@ class Plan:
     keys_staging_ddl: list[str] = field(default_factory=list)
     keys_dest_types: list[str] = field(default_factory=list)
     delete_sql: list[tuple[str, str]] = field(default_factory=list)
+    hook_sql: list[str] = field(default_factory=list)  # each hook's SQL as it will run (templates rendered)
 
     def watermark_values(self) -> dict[str, str | None]:
         return {k: v.value for k, v in self.watermarks.items()}

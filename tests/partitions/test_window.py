@@ -112,6 +112,8 @@ def test_watermarks_and_hooks_work_alongside_the_window(tmp_path: Path, pg_db: s
         hooks:
           - sql: INSERT INTO loads VALUES ('{window_start}', '{window_end}', {floor})
         """))
+    r = p.run("plan", "m", "--partition", "2024-01-01")
+    assert "#1 (success): INSERT INTO loads VALUES ('2024-01-01', '2024-01-02', 5)" in r.stdout  # rendered
     r = p.run("run", "m", "--partition", "2024-01-01")
     assert r.returncode == 0, r.stderr
     assert p.dst.rows("SELECT min(amt), count(*) FROM m_t") == [(5, 5)]
