@@ -97,7 +97,7 @@ def init() -> None:
     msg += f" (applied {', '.join(applied)})" if applied else " (up to date)"
     print(msg)
     if s.defs.exists():
-        cat = load_catalog(s.defs)
+        cat = load_catalog(s.defs, s.local_timezone())
         repo.sync_catalog(cat)
         print(f"catalog: {len(cat.modules)} modules, {len(cat.connections)} connections, {len(cat.groups)} groups from {s.defs}")
         if cat.problems:
@@ -111,7 +111,7 @@ def validate() -> None:
     from pipekit_core.defs import load_catalog
 
     s = load_settings()
-    cat = load_catalog(s.defs)
+    cat = load_catalog(s.defs, s.local_timezone())
     for p in cat.problems:
         print(redact(str(p)))
     if cat.problems:

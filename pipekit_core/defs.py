@@ -244,8 +244,9 @@ class _Item:
 
 
 class _Loader:
-    def __init__(self, defs_dir: Path) -> None:
+    def __init__(self, defs_dir: Path, timezone: str = "UTC") -> None:
         self.cat = Catalog(defs_dir=defs_dir)
+        self.timezone = timezone
         self.items: list[_Item] = []
 
     def problem(self, file: str, line: int | None, message: str, module: str | None = None,
@@ -452,7 +453,7 @@ class _Loader:
         targets = [c.target_name for c in m.columns or []]
         if m.partitions is not None:
             try:
-                spec_for(m, "UTC")
+                spec_for(m, self.timezone)
             except WindowError as e:
                 field_ = "timezone" if "time zone" in str(e) else ("end" if "end" in str(e) else "start")
                 self.fail(it, ["partitions", field_], str(e).split(": ", 1)[1])
@@ -604,14 +605,17 @@ def _yaml_files(defs_dir: Path) -> list[Path]:
     return sorted(visible, key=lambda p: p.relative_to(defs_dir).as_posix())
 
 
-def load_catalog(defs_dir: Path) -> Catalog:
+def load_catalog(defs_dir: Path, timezone: str = "UTC") -> Catalog:
     """Load every YAML file under ``defs_dir`` into a :class:`Catalog`.
+
+    ``timezone`` is the ``timezone`` setting (``Settings.local_timezone()``): the zone of
+    ``partitions:`` that name none, in which their start and end must be period boundaries.
 
     Never raises for definition problems: they are collected in ``Catalog.problems`` (a missing
     defs folder is one Problem) and the objects at fault are left out.
     """
     defs_dir = Path(defs_dir)
-    loader = _Loader(defs_dir)
+    loader = _Loader(defs_dir, timezone)
     if not defs_dir.is_dir():
         what = "is not a folder" if defs_dir.exists() else "does not exist"
         loader.problem(str(defs_dir), None, f"the module definitions folder {what} (set PIPEKIT_DEFS or "

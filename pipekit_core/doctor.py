@@ -39,7 +39,7 @@ def run_doctor(say: Callable[[str], None]) -> bool:
     from pipekit_core.defs import load_catalog
     from pipekit_core.repo import Repository
 
-    cat = load_catalog(s.defs)
+    cat = load_catalog(s.defs, s.local_timezone())
 
     def defs() -> str:
         if cat.problems:

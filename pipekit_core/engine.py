@@ -139,7 +139,7 @@ class Engine:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings or load_settings(env)
-        self.catalog = catalog or load_catalog(self.settings.defs)
+        self.catalog = catalog or load_catalog(self.settings.defs, self.settings.local_timezone())
         self.repo = repo or Repository(self.settings.database)
         self.secrets = Secrets(self.settings.secrets, env)
 

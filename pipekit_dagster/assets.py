@@ -54,6 +54,7 @@ def build_pipekit_assets(
     catalog: Catalog,
     translator: PipekitTranslator | None = None,
     specs: Mapping[str, dg.AssetSpec] | None = None,
+    timezone: str | None = None,
 ) -> list[dg.AssetsDefinition]:
     """One graph-backed :class:`dagster.AssetsDefinition` per enabled module (pure: no I/O).
 
@@ -61,14 +62,15 @@ def build_pipekit_assets(
         catalog: the loaded definitions (``pipekit_core.defs.load_catalog``).
         translator: decides each asset's spec; default :class:`PipekitTranslator`.
         specs: precomputed ``build_asset_specs(catalog, translator)``, to avoid computing it twice.
+        timezone: the ``timezone`` setting, the default timezone of partitions (None: read it).
 
     Example::
 
         catalog = load_catalog(Path("module_defs"))
         assets = build_pipekit_assets(catalog)
     """
-    specs = specs if specs is not None else build_asset_specs(catalog, translator)
-    return [module_asset(data, specs[data.name]) for data in module_data(catalog)]
+    specs = specs if specs is not None else build_asset_specs(catalog, translator, timezone)
+    return [module_asset(data, specs[data.name]) for data in module_data(catalog, timezone)]
 
 
 def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefinition:
@@ -78,6 +80,10 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
     module shares (:func:`_phase_op`, :func:`_ready_op`): each node is an invocation aliased
     ``<m>_<phase>`` that carries the module's tags and retry policy, so a module adds no op
     definition of its own and loading 1,000 modules stays cheap.
+
+    A partitioned asset (``spec.partitions_def``, from the module's ``partitions:``) gets a
+    single-run backfill policy: a backfill of any number of partitions is one Dagster run, whose
+    partition range the ops turn into one pipekit run over the whole window.
     """
     name = data.name
     retry = None
@@ -101,7 +107,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
     if upstream:
         node_defs.append(_ready_op())
         dependencies[dg.NodeInvocation(_ready_op().name, alias=f"{name}_ready", tags=tags)] = {}
-        fan_in = [dg.DependencyDefinition(f"{name}_ready", "result"), *[MappedInputPlaceholder] * len(upstream)]
+        fan_in: list[Any] = [dg.DependencyDefinition(f"{name}_ready", "result"), *[MappedInputPlaceholder] * len(upstream)]
         add(_phase_op("resolve", None, takes_after=True), "resolve", {"after": dg.MultiDependencyDefinition(fan_in)},
             {**tags, c.PHASE_TAG: "resolve"})
         input_mappings = [
@@ -126,7 +132,11 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
     )
     # what AssetsDefinition.from_graph(...).map_asset_specs(lambda _: spec) builds, in one step
     return dg.AssetsDefinition(
-        keys_by_input_name=upstream, keys_by_output_name={"result": spec.key}, node_def=graph, specs=[spec]
+        keys_by_input_name=upstream,
+        keys_by_output_name={"result": spec.key},
+        node_def=graph,
+        specs=[spec],
+        backfill_policy=dg.BackfillPolicy.single_run() if spec.partitions_def is not None else None,
     )
 
 

@@ -58,6 +58,7 @@ PRIORITY_TAG = "dagster/priority"  # Dagster's own: higher runs first among read
 ROW_COUNT = "dagster/row_count"
 TABLE_NAME = "dagster/table_name"
 COLUMN_SCHEMA = "dagster/column_schema"
+PARTITION_ROW_COUNT = "dagster/partition_row_count"  # rows of the partition (a one-partition run only)
 ROWS_READ = "pipekit/rows_read"
 ROWS_STAGED = "pipekit/rows_staged"
 ROWS_DELETED = "pipekit/rows_deleted"
@@ -85,6 +86,15 @@ MODULE = "pipekit/module"
 PHASE = "pipekit/phase"
 ERROR = "pipekit/error"
 TRANSIENT = "pipekit/transient"
+# partitioned modules (strategy window) and deletes:
+WINDOW_START = "pipekit/window_start"  # ISO text: the run's window [start, end)
+WINDOW_END = "pipekit/window_end"
+PARTITIONS = "pipekit/partitions"  # number of partitions the run's window covers
+WINDOW_ROW_COUNT = "pipekit/window_row_count"  # destination rows in the whole window after the merge
+PARTITION_COLUMN = "pipekit/partition_column"  # asset definition metadata: the module's partitions column
+ROWS_SOURCE_DELETED = "pipekit/rows_source_deleted"
+ROWS_SOFT_DELETED = "pipekit/rows_soft_deleted"
+ROWS_UNDELETED = "pipekit/rows_undeleted"
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 

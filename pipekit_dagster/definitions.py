@@ -63,10 +63,10 @@ def build_definitions(
     for problem in catalog.problems:
         logger.warning("pipekit: definition problem (not loaded): %s", problem)
 
-    specs = build_asset_specs(catalog, translator)
-    assets = build_pipekit_assets(catalog, translator, specs)
+    specs = build_asset_specs(catalog, translator, timezone)
+    assets = build_pipekit_assets(catalog, translator, specs, timezone)
     keys = {name: spec.key for name, spec in specs.items()}
-    jobs = build_jobs(catalog, keys)
+    jobs = build_jobs(catalog, keys, {name: spec.partitions_def for name, spec in specs.items()})
     broken_specs, broken_checks = broken_file_specs(catalog)
     return dg.Definitions(
         assets=[*assets, *broken_specs],
@@ -88,7 +88,8 @@ def _load(pipekit: PipekitResource) -> tuple[Catalog, str]:
         catalog = Catalog(defs_dir=Path(pipekit.defs or "module_defs"))
         catalog.problems.append(Problem(file=str(where), line=None, module=None, field=None, message=str(e)))
         return catalog, "UTC"
-    return load_catalog(settings.defs), settings.local_timezone()
+    timezone = settings.local_timezone()
+    return load_catalog(settings.defs, timezone), timezone
 
 
 defs = build_definitions()

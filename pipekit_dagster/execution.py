@@ -14,6 +14,12 @@ failure hooks, drops staging, writes the run log and releases the lock, and the 
 re-raised: a :class:`PipekitFailure` for pipekit errors (description and metadata in the UI), the
 interrupt itself otherwise.
 
+Partitions: a partitioned module's asset is partitioned (``partitions:``) and every Dagster run of
+it names a partition or a partition range (a single-run backfill). :func:`run_window` turns that
+into the pipekit run's window (``RunOptions.window``), so a range of 90 days is one pipekit run
+over the whole window: one query, one merge. The materialization (one per partition) carries the
+window and its row count.
+
 Retries: a module's ``retries`` becomes a ``dg.RetryPolicy`` on its phase ops, and a failure
 allows a retry only when it is transient (``PipekitFailure(allow_retries=transient)``). The
 failed attempt has been finished (its own run log row, lock released), so the retried op starts a
@@ -35,6 +41,7 @@ from pipekit_dagster.translator import sql_markdown
 
 if TYPE_CHECKING:
     from pipekit_core.engine import ModuleRun, Plan, RunResult
+    from pipekit_core.partitions import PartitionSpec, Window
 
 
 class PipekitFailure(dg.Failure):
@@ -61,16 +68,16 @@ def run_phase(
         )
     try:
         if restart:
-            options = run_options.for_module(module, context.run.tags, context.run_id)
+            options = run_options.for_module(module, context.run.tags, context.run_id, run_window(context, pipekit, module))
             run = pipekit.new_run(module, options, events)
             if phase != "resolve":
                 context.log.warning(f"[{module}] retry: starting over from resolve (the failed attempt was finished)")
             steps = c.PHASES[: c.PHASES.index(phase) + 1]
         else:
             steps = (phase,)
-    except Exception as e:  # the run could not even be created (unknown module, missing secret)
+    except Exception as e:  # the run could not even be created (unknown module, missing secret, no partition)
         raise PipekitFailure(
-            description=f"module '{module}': {e}",
+            description=str(e) if str(e).startswith(f"module '{module}'") else f"module '{module}': {e}",
             metadata={c.MODULE: module, c.PHASE: phase},
             allow_retries=is_retryable(e),
         ) from e
@@ -82,7 +89,12 @@ def run_phase(
                 plan = run.resolve()
                 if run.options.dry_run:
                     result = run.finish()
-                    context.log_event(dg.AssetObservation(asset_key=asset_key, metadata=dry_run_metadata(plan, result)))
+                    spec = pipekit.engine().partition_spec(run.module)
+                    keys = spec.keys(result.window) if spec is not None and result.window is not None else []
+                    context.log_event(dg.AssetObservation(
+                        asset_key=asset_key, metadata=dry_run_metadata(plan, result, spec),
+                        partition=keys[0] if len(keys) == 1 else None,
+                    ))
                     context.log.info(f"[{module}] dry run: planned, nothing written")
                     return  # no output: the later phases are skipped, the asset is not materialized
             elif step == "stage":
@@ -93,7 +105,7 @@ def run_phase(
                 run.run_hooks()
         if phase == "hooks":
             result = run.finish()
-            yield dg.Output(None, metadata=materialization_metadata(result))
+            yield dg.Output(None, metadata=materialization_metadata(result, pipekit.engine().partition_spec(run.module)))
         else:
             yield dg.Output(None, metadata=phase_metadata(phase, run))
     except Exception as e:
@@ -104,6 +116,30 @@ def run_phase(
         run.cancel.cancel("the Dagster run was terminated")
         run.finish(e)
         raise
+
+
+def run_window(context: dg.OpExecutionContext, pipekit: PipekitResource, module: str) -> Window | None:
+    """The window of ``module`` in this Dagster run: its partition's, or its partition range's
+    (one window over the whole range); None for a module without ``partitions:``.
+
+    Raises WindowError (naming the module) when a partitioned module's run has no partition, or
+    when the run's window is not whole periods of the module's partitions.
+    """
+    from pipekit_core.partitions import WindowError
+
+    engine = pipekit.engine()
+    spec = engine.partition_spec(engine.module(module))
+    if spec is None:
+        return None
+    if not context.has_partitions:
+        raise WindowError(
+            f"module '{module}' is partitioned (every {spec.every} from {spec.start_key}): a Dagster run of it "
+            "needs a partition or a partition range; pick partitions in the launchpad, or use "
+            "`dagster asset materialize --partition KEY` / `--partition-range A...B`, or launch its job with a "
+            "partition"
+        )
+    time_window = context.partition_time_window
+    return spec.between(time_window.start, time_window.end)
 
 
 def failure(module: str, result: RunResult, exc: BaseException) -> PipekitFailure:
@@ -133,8 +169,9 @@ def phase_metadata(phase: str, run: ModuleRun) -> dict[str, Any]:
     return {}
 
 
-def materialization_metadata(result: RunResult) -> dict[str, Any]:
-    """Everything a successful run reports on its materialization."""
+def materialization_metadata(result: RunResult, spec: PartitionSpec | None = None) -> dict[str, Any]:
+    """Everything a successful run reports on its materialization (``spec``: the module's
+    partitions, for the window metadata of a partitioned module)."""
     md: dict[str, Any] = {c.TABLE_NAME: dg.MetadataValue.text(result.dest_table)}
     if result.row_count is not None:
         md[c.ROW_COUNT] = dg.MetadataValue.int(result.row_count)
@@ -158,6 +195,16 @@ def materialization_metadata(result: RunResult) -> dict[str, Any]:
     md[c.SOURCE_SQL] = dg.MetadataValue.md(sql_markdown(result.source_sql))
     md[c.MERGE_SQL] = dg.MetadataValue.md(sql_markdown(result.merge_sql))
     md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    md.update(window_metadata(result, spec))
+    md.update(
+        _without_none(
+            {
+                c.ROWS_SOURCE_DELETED: result.rows_source_deleted,
+                c.ROWS_SOFT_DELETED: result.rows_soft_deleted,
+                c.ROWS_UNDELETED: result.rows_undeleted,
+            }
+        )
+    )
     if result.plan is not None:
         md[c.STRATEGY] = result.plan.strategy
         if result.plan.drift:
@@ -165,8 +212,32 @@ def materialization_metadata(result: RunResult) -> dict[str, Any]:
     return md
 
 
-def dry_run_metadata(plan: Plan, result: RunResult) -> dict[str, Any]:
-    """What a dry run observes: resolved watermarks and every statement it would run."""
+def window_metadata(result: RunResult, spec: PartitionSpec | None) -> dict[str, Any]:
+    """A partitioned module's window: start / end (ISO text), the number of partitions and the
+    destination rows in it. A Dagster run of a partition range is one pipekit run, and Dagster
+    copies this metadata onto the materialization of every partition in the range, so
+    ``dagster/partition_row_count`` (the rows of *that* partition) is only set when the window is
+    one partition; ``pipekit/window_row_count`` is the whole window's."""
+    window = result.window
+    if window is None:
+        return {}
+    partitions = len(spec.keys(window)) if spec is not None else None
+    md: dict[str, Any] = {
+        c.WINDOW_START: window.start.isoformat(),
+        c.WINDOW_END: window.end.isoformat(),
+    }
+    if partitions is not None:
+        md[c.PARTITIONS] = partitions
+    if result.window_row_count is not None:
+        md[c.WINDOW_ROW_COUNT] = dg.MetadataValue.int(result.window_row_count)
+        if partitions == 1:
+            md[c.PARTITION_ROW_COUNT] = dg.MetadataValue.int(result.window_row_count)
+    return md
+
+
+def dry_run_metadata(plan: Plan, result: RunResult, spec: PartitionSpec | None = None) -> dict[str, Any]:
+    """What a dry run observes: resolved watermarks and every statement it would run (and the
+    window of a partitioned module)."""
     md: dict[str, Any] = {
         c.DRY_RUN: True,
         c.STRATEGY: plan.strategy,
@@ -189,6 +260,7 @@ def dry_run_metadata(plan: Plan, result: RunResult) -> dict[str, Any]:
     if result.run_id is not None:
         md[c.RUN_ID] = result.run_id
     md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    md.update(window_metadata(result, spec))
     return md
 
 

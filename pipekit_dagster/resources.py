@@ -30,6 +30,7 @@ from pipekit_dagster import constants as c
 
 if TYPE_CHECKING:
     from pipekit_core.engine import Engine, Event, ModuleRun, RunOptions
+    from pipekit_core.partitions import Window
 
 PROGRESS_EVERY_S = 5.0
 
@@ -66,8 +67,14 @@ class PipekitRunOptions(dg.ConfigurableResource):
         "(text, as substituted into the query).",
     )
 
-    def for_module(self, module: str, tags: Mapping[str, str], dagster_run_id: str | None) -> RunOptions:
-        """The engine's RunOptions for ``module`` in this run (config or tags)."""
+    def for_module(
+        self, module: str, tags: Mapping[str, str], dagster_run_id: str | None, window: Window | None = None
+    ) -> RunOptions:
+        """The engine's RunOptions for ``module`` in this run (config or tags).
+
+        ``window``: a partitioned module's window, from the run's partition or partition range
+        (:func:`pipekit_dagster.execution.run_window`); None for a module without partitions.
+        """
         from pipekit_core.engine import RunOptions
 
         return RunOptions(
@@ -76,6 +83,7 @@ class PipekitRunOptions(dg.ConfigurableResource):
             watermark_overrides={str(k): str(v) for k, v in (self.watermark_overrides.get(module) or {}).items()},
             trigger="dagster",
             dagster_run_id=dagster_run_id,
+            window=window,
         )
 
 

@@ -4,7 +4,9 @@ Probe sensor ``<module>_sensor``: every ``interval`` seconds it runs the module'
 ``probe`` query on the source and requests a run of ``<module>_job`` when the value differs from
 the last one. The value (rendered as text, like a watermark; JSON-encoded so that NULL is
 distinct) is the sensor's cursor; the very first evaluation only records it. A probe that fails
-fails the tick, so the error is visible on the sensor's page.
+fails the tick, so the error is visible on the sensor's page. For a partitioned module the run
+it requests is for the latest complete partition (its job is partitioned; a change before the
+first partition is complete is skipped and seen again on the next tick).
 
 Run-failure sensor ``pipekit_run_failure_sensor``: one line per failed module of a failed run
 (module, phase, pipekit's error), logged on the sensor tick; pass ``notify`` to
@@ -23,7 +25,7 @@ import dagster as dg
 from pipekit_core.defs import Catalog
 from pipekit_core.models import Module
 from pipekit_dagster import constants as c
-from pipekit_dagster.jobs import AssetJob
+from pipekit_dagster.jobs import AssetJob, latest_partition_key
 from pipekit_dagster.resources import PipekitResource
 
 
@@ -63,7 +65,13 @@ def probe_sensor(
         if context.cursor == cursor:
             return dg.SensorResult(skip_reason=f"probe of '{name}' unchanged: {value!r}", cursor=cursor)
         tags = {c.TRIGGER_TAG: "sensor", c.PROBE_VALUE_TAG: (value or "NULL")[:200]}
-        return dg.SensorResult(run_requests=[dg.RunRequest(tags=tags)], cursor=cursor)
+        if job.partitions_def is None:
+            return dg.SensorResult(run_requests=[dg.RunRequest(tags=tags)], cursor=cursor)
+        key = latest_partition_key(job)
+        if key is None:
+            return dg.SensorResult(skip_reason=f"probe of '{name}' changed, but no partition of it is complete yet "
+                                   f"({job.partitions_def})", cursor=context.cursor)
+        return dg.SensorResult(run_requests=[dg.RunRequest(tags=tags, partition_key=key)], cursor=cursor)
 
     return _sensor
 

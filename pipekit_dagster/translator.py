@@ -24,6 +24,7 @@ import dagster as dg
 
 from pipekit_core.defs import Catalog
 from pipekit_core.models import Module
+from pipekit_core.partitions import PartitionSpec, spec_for
 from pipekit_dagster import constants as c
 
 
@@ -39,6 +40,8 @@ class PipekitModuleData:
             ``stop_on_failure: true``, the member before it (so a failure stops the rest).
         priority: position in the catalog's dependency order, highest first; ready steps of a
             run execute in this order (``dagster/priority``), which keeps a group's members in order.
+        partitions: the module's ``partitions:`` resolved (``pipekit_core.partitions.spec_for``, in
+            the ``timezone`` setting unless the module names its own), or None.
     """
 
     module: Module
@@ -47,14 +50,19 @@ class PipekitModuleData:
     dest_kind: str
     upstream: tuple[str, ...] = ()
     priority: int = 0
+    partitions: PartitionSpec | None = None
 
     @property
     def name(self) -> str:
         return self.module.name
 
 
-def module_data(catalog: Catalog) -> list[PipekitModuleData]:
-    """One :class:`PipekitModuleData` per enabled module, in dependency order (pure)."""
+def module_data(catalog: Catalog, timezone: str | None = None) -> list[PipekitModuleData]:
+    """One :class:`PipekitModuleData` per enabled module, in dependency order (pure).
+
+    ``timezone``: the ``timezone`` setting, the default of ``partitions: timezone`` (None: read it
+    from the settings, :func:`default_timezone`).
+    """
     enabled = {m.name: m for m in catalog.enabled_modules()}
     upstream: dict[str, list[str]] = {name: [d for d in mod.deps if d in enabled] for name, mod in enabled.items()}
     group_order: list[str] = []
@@ -69,6 +77,8 @@ def module_data(catalog: Catalog) -> list[PipekitModuleData]:
     names = list(enabled)
     ordered = catalog.in_dependency_order(group_order + [n for n in names if n not in group_order])
     out = []
+    if timezone is None and any(m.partitions is not None for m in enabled.values()):
+        timezone = default_timezone()
     for index, name in enumerate(ordered):
         mod = enabled[name]
         out.append(
@@ -79,9 +89,25 @@ def module_data(catalog: Catalog) -> list[PipekitModuleData]:
                 dest_kind=catalog.connections[mod.dest].kind if mod.dest in catalog.connections else "unknown",
                 upstream=tuple(dict.fromkeys(upstream[name])),
                 priority=len(ordered) - index,
+                partitions=spec_for(mod, timezone or "UTC"),
             )
         )
     return out
+
+
+def default_timezone() -> str:
+    """The ``timezone`` setting (pipekit.yaml), else the machine's zone: what partitions default to."""
+    from pipekit_core.config import load_settings
+
+    return load_settings().local_timezone()
+
+
+def partitions_definition(spec: PartitionSpec) -> dg.TimeWindowPartitionsDefinition:
+    """The Dagster partitions of a module: cron, key format, start / end and timezone are the
+    :class:`~pipekit_core.partitions.PartitionSpec`'s (the one source of truth for both)."""
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=spec.cron, start=spec.start_key, end=spec.end_key, fmt=spec.fmt, timezone=spec.timezone
+    )
 
 
 def _reaches(upstream: dict[str, list[str]], start: str, target: str) -> bool:
@@ -109,7 +135,9 @@ class PipekitTranslator:
 
         Key = module name; group = the pipekit group or ``pipekit``; kinds = source and
         destination database kinds; code_version = the definition's hash; ``dagster/table_name``
-        and, when ``columns:`` gives them, ``dagster/column_schema``; deps = ``upstream``.
+        and, when ``columns:`` gives them, ``dagster/column_schema``; deps = ``upstream``;
+        ``partitions_def`` = :func:`partitions_definition` of a module with ``partitions:`` (keep it:
+        a run's partition window becomes the module's window, so it must be the module's periods).
         """
         mod = data.module
         metadata: dict[str, object] = {
@@ -126,6 +154,8 @@ class PipekitTranslator:
             metadata[c.MERGE_KEY] = ", ".join(mod.merge_key)
         if mod.source_file:
             metadata[c.DEFINITION_FILE] = mod.source_file
+        if data.partitions is not None:
+            metadata[c.PARTITION_COLUMN] = data.partitions.column
         return dg.AssetSpec(
             key=default_asset_key(mod.name),
             deps=[default_asset_key(u) for u in data.upstream],
@@ -135,6 +165,7 @@ class PipekitTranslator:
             code_version=mod.definition_hash(),
             kinds={data.source_kind, data.dest_kind},
             tags={c.MODULE_TAG: mod.name, c.STRATEGY_TAG: mod.strategy},
+            partitions_def=partitions_definition(data.partitions) if data.partitions is not None else None,
         )
 
 
@@ -152,10 +183,15 @@ def sql_markdown(sql: str | None) -> str:
     return f"```sql\n{(sql or '').strip()}\n```"
 
 
-def build_asset_specs(catalog: Catalog, translator: PipekitTranslator | None = None) -> dict[str, dg.AssetSpec]:
-    """Module name -> spec for every enabled module; deps on modules follow overridden keys."""
+def build_asset_specs(
+    catalog: Catalog, translator: PipekitTranslator | None = None, timezone: str | None = None
+) -> dict[str, dg.AssetSpec]:
+    """Module name -> spec for every enabled module; deps on modules follow overridden keys.
+
+    ``timezone``: the default timezone of partitions (see :func:`module_data`).
+    """
     translator = translator or PipekitTranslator()
-    specs = {d.name: translator.get_asset_spec(d) for d in module_data(catalog)}
+    specs = {d.name: translator.get_asset_spec(d) for d in module_data(catalog, timezone)}
     moved = {default_asset_key(name): spec.key for name, spec in specs.items() if spec.key != default_asset_key(name)}
     if moved:
         specs = {

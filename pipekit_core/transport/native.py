@@ -228,7 +228,7 @@ def _pg_to_pg_copy(src: NativeDB, dest: NativeDB, req: StageRequest, progress: P
     )
     fmt = " (FORMAT BINARY)" if binary else ""
     cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
-    out_sql = wrap_lines("COPY (", req.sql, f") TO STDOUT{fmt}")
+    out_sql = wrap_lines("COPY (", _text_casts(req, src.dialect.quote), f") TO STDOUT{fmt}")
     in_sql = f"COPY {d.table(req.staging)} ({cols}) FROM STDIN{fmt}"
     watch = row_watch()
     limit = watch.next_at
@@ -258,6 +258,24 @@ def _pg_to_pg_copy(src: NativeDB, dest: NativeDB, req: StageRequest, progress: P
         rows = int(dcur.rowcount)
     progress(rows)
     return rows
+
+
+_TEXT_TYPES = re.compile(r"^\s*(text|character varying|varchar|character|char|bpchar)\b", re.I)
+
+
+def _text_casts(req: StageRequest, q: Callable[[str], str]) -> str:
+    """The query, with each column staged as text (``columns: dest_type: text``) cast to it on the
+    source: a column's text COPY form is not always its text value (a boolean COPYs as t/f, its
+    ``::text`` is true/false, as every other transport renders it)."""
+    cast = [
+        bool(_TEXT_TYPES.match(c.type)) and s.type != c.type
+        for s, c in zip(req.source_columns, req.staging_columns, strict=True)
+    ]
+    if not any(cast):
+        return req.sql
+    items = [f"q.{q(s.name)}::{c.type}" if k else f"q.{q(s.name)}"
+             for s, c, k in zip(req.source_columns, req.staging_columns, cast, strict=True)]
+    return wrap_lines("SELECT " + ", ".join(items) + " FROM (", req.sql, ") AS q")
 
 
 def _converter(kind: str, type_name: str) -> Callable[[Any], Any] | None:
