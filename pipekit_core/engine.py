@@ -37,7 +37,15 @@ from pipekit_core.fence import Claim, Fence
 from pipekit_core.lease import Lease
 from pipekit_core.merge import Merger
 from pipekit_core.models import Hook, Module
-from pipekit_core.partitions import PartitionSpec, Window, WindowError, is_date_type, spec_for, window_values
+from pipekit_core.partitions import (
+    PartitionSpec,
+    Window,
+    WindowError,
+    is_date_type,
+    render_point,
+    spec_for,
+    window_values,
+)
 from pipekit_core.plan import Plan, build_plan
 from pipekit_core.repo import Repository
 from pipekit_core.resolver import resolve_watermarks
@@ -57,6 +65,9 @@ from pipekit_core.watermarks import substitute
 # Reasons the engine stops its own run with (CancelScope.cancel): recorded as 'error'.
 FORCED_STOPS = ("timed out", "lost the module lock")
 PHASES = ("lock", "resolve", "stage", "merge", "hooks")
+# A window of more partitions than this gets its total row count only, not one per partition
+# (the per-partition count is one scan with a comparison tree of that many leaves).
+MAX_PARTITION_COUNTS = 2000
 
 
 @dataclass
@@ -115,6 +126,9 @@ class RunResult:
     committed: bool = False  # the merge committed (whatever happened after it)
     window: Window | None = None  # a partitioned module's window
     window_row_count: int | None = None  # destination rows in the window after the merge
+    # destination rows per partition key of the window after the merge (windows of at most
+    # MAX_PARTITION_COUNTS partitions)
+    partition_row_counts: dict[str, int] | None = None
     rows_source_deleted: int | None = None  # deletes: rows removed because their key left the source
     rows_soft_deleted: int | None = None  # deletes: soft: rows marked deleted by this run
     rows_undeleted: int | None = None  # deletes: soft: marked rows whose key came back
@@ -437,17 +451,25 @@ class ModuleRun:
         wm_values = {k: v.value or "" for k, v in values.items()}
         src_ep = self.engine.endpoint(mod.source)
         declared = self._declared_window_type()
-        template = {**wm_values, **(window_values(window, is_date_type(declared)) if window else {})}
+        date_window = is_date_type(declared)
+        template = {**wm_values, **(window_values(window, date_window) if window else {})}
         source_sql = substitute(mod.sql, template, mod.name)
         source_columns = self._describe(src_ep, source_sql, dest_cols)
         if window is not None and declared is None:  # the query's own type for the column decides
             src_type = self._source_type_of(mod.partitions.column, source_columns)  # type: ignore[union-attr]
             if is_date_type(src_type):
+                date_window = True
                 template = {**wm_values, **window_values(window, True)}
                 source_sql = substitute(mod.sql, template, mod.name)
         self._template_values = template
         bounds = (WindowBounds(mod.partitions.column, template["window_start"], template["window_end"])  # type: ignore[union-attr]
                   if window is not None else None)
+        starts = None
+        spec = self.engine.partition_spec(mod)
+        if window is not None and spec is not None:
+            points = spec.starts(window)[1:]
+            if len(points) < MAX_PARTITION_COUNTS:  # per-partition row counts (Dagster's partition_row_count)
+                starts = [render_point(t, window.every, date_window) for t in points]
         keys = None
         if mod.deletes is not None and strategy != "full":
             keys_sql = substitute(mod.deletes.keys_query, template, mod.name)
@@ -468,6 +490,7 @@ class ModuleRun:
             dest_cols=dest_cols,
             window=bounds,
             keys=keys,
+            partition_starts=starts,
         )
         plan.hook_sql = [self.hook_sql(h) for h in mod.hooks]
         self.plan_ = plan
@@ -624,6 +647,13 @@ class ModuleRun:
         r.committed = True
         r.rows_deleted, r.rows_inserted, r.row_count = out.deleted, out.inserted, out.row_count
         r.window_row_count = out.window_row_count
+        spec = self.engine.partition_spec(mod)
+        if spec is not None and self.window is not None:
+            keys = spec.keys(self.window)
+            if out.partition_counts is not None:
+                r.partition_row_counts = dict(zip(keys, out.partition_counts, strict=True))
+            elif len(keys) == 1 and out.window_row_count is not None:
+                r.partition_row_counts = {keys[0]: out.window_row_count}
         r.rows_source_deleted, r.rows_soft_deleted, r.rows_undeleted = out.source_deleted, out.soft_deleted, out.undeleted
         if self.run_id is not None:
             self.engine.repo.update_run(

@@ -38,6 +38,7 @@ class MergeOutcome:
     source_deleted: int | None = None  # deletes: hard
     soft_deleted: int | None = None  # deletes: soft
     undeleted: int | None = None  # deletes: soft, keys that came back
+    partition_counts: list[int] | None = None  # destination rows per partition of the window, in order
 
 
 class Merger:
@@ -71,6 +72,7 @@ class Merger:
         state = "open"  # open -> committing (COMMIT sent) -> committed
         deleted = inserted = row_count = 0
         window_rows: int | None = None
+        parts: list[int] | None = None
         counts: tuple[int | None, int | None, int | None] = (None, None, None)
         backend: int | None = None
         try:
@@ -100,6 +102,9 @@ class Merger:
                         counts = self._source_deletes(db)
                         row_count = int(db.query_one(plan.count_sql)[0])  # type: ignore[index]
                         window_rows = int(db.query_one(plan.window_count_sql)[0]) if plan.window_count_sql else None  # type: ignore[index]
+                        if plan.partition_counts_sql:
+                            per = dict(db.query(plan.partition_counts_sql))
+                            parts = [int(per.get(i, 0)) for i in range(plan.partitions)]
                         self.cancel.check()
                         failpoints.hit("before_merge_commit")
                         lost = self.lost()
@@ -113,7 +118,7 @@ class Merger:
             if state != "committing":
                 raise  # nothing was committed: the transaction rolled back (or never began)
             self._settle_commit(e, backend)
-        return MergeOutcome(deleted, inserted, row_count, window_rows, *counts)
+        return MergeOutcome(deleted, inserted, row_count, window_rows, *counts, partition_counts=parts)
 
     def _refuse_empty(self, db: NativeDB, staged: TableName, what: str, verb: str) -> None:
         """The ``allow_empty`` guard: nothing staged while the destination (its window) has rows."""

@@ -24,7 +24,7 @@ from pipekit_core.errors import PipekitError
 from pipekit_core.watermarks import render_value
 
 __all__ = ["CRON", "EVERY", "FMT", "WINDOW_NAMES", "PartitionSpec", "Window", "WindowError", "is_date_type",
-           "spec_for", "window_values"]
+           "render_point", "spec_for", "window_values"]
 
 EVERY = ("hour", "day", "week", "month")
 #: The cron schedule whose ticks are the period boundaries (Dagster's TimeWindowPartitionsDefinition).
@@ -62,6 +62,11 @@ def window_values(window: Window, date_column: bool) -> dict[str, str]:
     if date_column and window.every != "hour":
         return {"window_start": window.start.date().isoformat(), "window_end": window.end.date().isoformat()}
     return {"window_start": render_value(window.start) or "", "window_end": render_value(window.end) or ""}
+
+
+def render_point(t: dt.datetime, every: str, date_column: bool) -> str:
+    """One period boundary rendered as :func:`window_values` renders a window's ends."""
+    return window_values(Window(t, t, every), date_column)["window_start"]
 
 
 def _parse_point(text: str, tz: ZoneInfo) -> dt.datetime:
@@ -203,13 +208,17 @@ class PartitionSpec:
         prev = self.floor(end - dt.timedelta(microseconds=1))
         return Window(prev, end, self.every)
 
-    def keys(self, w: Window) -> list[str]:
-        """The partition keys a window covers, in order."""
+    def starts(self, w: Window) -> list[dt.datetime]:
+        """The start of every partition a window covers, in order."""
         out, t = [], w.start
         while t < w.end:
-            out.append(self.key(t))
+            out.append(t)
             t = self.next(t)
         return out
+
+    def keys(self, w: Window) -> list[str]:
+        """The partition keys a window covers, in order."""
+        return [self.key(t) for t in self.starts(w)]
 
 
 def spec_for(module: object, default_timezone: str) -> PartitionSpec | None:

@@ -75,6 +75,8 @@ class Plan:
     window_predicate: str | None = None  # on the destination: the rows the window holds
     window_guard_sql: str | None = None  # staged values outside the window (strategy window)
     window_count_sql: str | None = None  # destination rows in the window after the merge
+    partition_counts_sql: str | None = None  # (partition index, rows) when the window spans several
+    partitions: int = 0  # how many partitions the window covers
     # deletes: the keys query, its staging table, and the statements run after the merge
     # ((kind, sql): removed | soft_deleted | undeleted).
     keys_sql: str | None = None
@@ -111,6 +113,7 @@ def build_plan(
     dest_cols: list[tuple[str, str, bool]],
     window: WindowBounds | None = None,
     keys: tuple[TableName, str, list[SourceColumn]] | None = None,
+    partition_starts: list[str] | None = None,
 ) -> Plan:
     """Every statement of a run from what resolve learnt: staging columns (query order, destination
     names), staging DDL, the destination's CREATE TABLE when missing, and the merge.
@@ -190,6 +193,9 @@ def build_plan(
             window_predicate=builder.in_window(window),
             window_guard_sql=builder.outside_window_sql(staging, window) if strategy == "window" else None,
             window_count_sql=builder.window_count_sql(dest_table, window),
+            partition_counts_sql=(builder.partition_counts_sql(dest_table, window, partition_starts)
+                                  if partition_starts else None),
+            partitions=len(partition_starts or []) + 1,
         )
     if keys is not None and mod.deletes is not None and strategy != "full":
         keys_table, keys_sql, keys_cols = keys

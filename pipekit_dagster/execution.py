@@ -105,6 +105,12 @@ def run_phase(
                 run.run_hooks()
         if phase == "hooks":
             result = run.finish()
+            if result.partition_row_counts and len(result.partition_row_counts) > 1:
+                # a range run: each partition's materialization gets its own row count (the op's
+                # asset context: the op belongs to the module's graph-backed asset)
+                asset_context = dg.AssetExecutionContext.get()
+                for key, rows in result.partition_row_counts.items():
+                    asset_context.add_asset_metadata({c.PARTITION_ROW_COUNT: dg.MetadataValue.int(rows)}, partition_key=key)
             yield dg.Output(None, metadata=materialization_metadata(result, pipekit.engine().partition_spec(run.module)))
         else:
             yield dg.Output(None, metadata=phase_metadata(phase, run))
@@ -216,8 +222,9 @@ def window_metadata(result: RunResult, spec: PartitionSpec | None) -> dict[str, 
     """A partitioned module's window: start / end (ISO text), the number of partitions and the
     destination rows in it. A Dagster run of a partition range is one pipekit run, and Dagster
     copies this metadata onto the materialization of every partition in the range, so
-    ``dagster/partition_row_count`` (the rows of *that* partition) is only set when the window is
-    one partition; ``pipekit/window_row_count`` is the whole window's."""
+    ``dagster/partition_row_count`` (the rows of *that* partition) is set here only when the window
+    is one partition; a range run adds each partition's own count (``run_phase``);
+    ``pipekit/window_row_count`` is the whole window's."""
     window = result.window
     if window is None:
         return {}

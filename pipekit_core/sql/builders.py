@@ -147,6 +147,23 @@ class MergeBuilder:
         """Destination rows in the window (``dagster/partition_row_count``)."""
         return f"SELECT count(*) FROM {self.dialect.table(dest)} WHERE {self.in_window(w)}"
 
+    def partition_counts_sql(self, dest: TableName, w: WindowBounds, starts: list[str]) -> str:
+        """Rows ``(partition index, count)`` of the destination rows in the window, by partition:
+        ``starts`` are the rendered starts of the window's partitions after the first. Each row is
+        placed by a binary tree of comparisons (log2 of the partitions per row), normalised as the
+        window predicate is (:meth:`Dialect.window_value`), in one scan."""
+        v = self.dialect.window_value(self._cols([w.column])[0])
+        bounds = [self.dialect.window_value(self.dialect.literal(b)) for b in starts]
+
+        def tree(lo: int, hi: int) -> str:  # partitions lo..hi (inclusive); bounds[i - 1] starts partition i
+            if lo == hi:
+                return str(lo)
+            mid = (lo + hi + 1) // 2
+            return f"CASE WHEN {v} < {bounds[mid - 1]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END"
+
+        return (f"SELECT {tree(0, len(starts))} AS p, count(*) FROM {self.dialect.table(dest)} "
+                f"WHERE {self.in_window(w)} GROUP BY 1")
+
     def window_nonempty_sql(self, dest: TableName, w: WindowBounds) -> str:
         return self.dialect.select_limited("1", f"FROM {self.dialect.table(dest)} WHERE {self.in_window(w)}", 1)
 

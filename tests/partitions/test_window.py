@@ -188,3 +188,27 @@ def test_the_timezone_setting_is_the_default_zone_of_partitions(tmp_path: Path, 
     assert "d >= '2024-01-05 12:30:00+00:00' AND d < '2024-01-05 13:30:00+00:00'" in r.stdout
     r = p.run("plan", "m", "--partition", "2024-01-05-18:30")
     assert r.returncode == 1 and "is not the start of an hour in Asia/Kolkata" in r.stderr
+
+
+@pytest.mark.parametrize("dst_kind", ["postgresql", "sqlite"])
+def test_a_range_run_counts_the_rows_of_each_partition(dst_kind: str, tmp_path: Path, pg_db: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-partition counts place rows at the partitions' real boundaries (Paris days, UTC values)."""
+    from pipekit_core.config import load_settings
+    from pipekit_core.engine import Engine, RunOptions, run_module
+    from tests.conftest import PG_PASSWORD
+    from tests.helpers import env_for
+
+    p = project(tmp_path, pg_db, "postgresql", dst_kind, ts=True, days=4)
+    # 23:30 UTC on Jan 1 is Jan 2 in Paris; 22:30 UTC on Jan 2 is still Jan 2 there
+    p.src.exec("INSERT INTO orders VALUES (900, '2024-01-01 23:30:00+00:00', 1), (901, '2024-01-02 22:30:00+00:00', 1)")
+    p.write(window_module(partitions="{every: day, start: '2024-01-01', timezone: Europe/Paris, column: d}"))
+    for k, v in env_for(tmp_path, {"PK_TEST_PW": PG_PASSWORD}).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    eng = Engine(settings=load_settings())
+    res = run_module(eng, "m", RunOptions(window=eng.window("m", window="2024-01-01..2024-01-05")))
+    assert res.partition_row_counts == {"2024-01-01": 10, "2024-01-02": 12, "2024-01-03": 10, "2024-01-04": 10}
+    assert res.window_row_count == 42
+    one = run_module(eng, "m", RunOptions(window=eng.window("m", partition="2024-01-02")))
+    assert one.partition_row_counts == {"2024-01-02": 12}

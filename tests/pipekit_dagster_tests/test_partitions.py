@@ -191,7 +191,8 @@ def test_a_partition_and_a_range_in_process_and_the_checks_still_run(blank: Pipe
     assert sorted(m.partition for m in mats) == [f"2024-01-{d:02d}" for d in range(1, 11)]
     md = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
     assert md[c.PARTITIONS] == 10 and md[c.WINDOW_ROW_COUNT] == 10 * PER_DAY
-    assert c.PARTITION_ROW_COUNT not in md  # one run over ten partitions: no per-partition count to report
+    per = {m.partition: m.metadata[c.PARTITION_ROW_COUNT].value for m in mats}  # each partition its own count
+    assert per == {f"2024-01-{d:02d}": PER_DAY for d in range(1, 11)}
     runs = [r for r in blank.repo().history("m") if r["dagster_run_id"] == rng.run_id]
     assert len(runs) == 1  # ten partitions, one pipekit run
     assert _dw(blank, "SELECT count(*), min(d), max(d) FROM m_t") == [(10 * PER_DAY, "2024-01-01", "2024-01-10")]
@@ -325,6 +326,10 @@ def test_a_three_month_backfill_is_one_run_and_a_partition_rerun_replaces_its_da
         md = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
         assert md[c.PARTITIONS] == 91 and md[c.WINDOW_ROW_COUNT] == 91 * PER_DAY
         assert md[c.RUN_ID] == runs[0]["id"]
+        # every partition's materialization carries its own row count
+        per = {r.asset_materialization.partition: r.asset_materialization.metadata[c.PARTITION_ROW_COUNT].value
+               for r in instance.fetch_materializations(dg.AssetKey("m"), limit=200).records}
+        assert per == dict.fromkeys(days, PER_DAY)
 
     # the source changes inside 2024-01-05 and outside it; rerunning that partition takes only its changes
     _src_execute(src, "UPDATE orders SET amt = -1 WHERE d = '2024-01-05'")
