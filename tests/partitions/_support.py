@@ -68,6 +68,7 @@ class Project:
 
     def __init__(self, tmp: Path, src: Site, dst: Site) -> None:
         self.tmp, self.src, self.dst = tmp, src, dst
+        self.env: dict[str, str] = {}  # more environment for the CLI (PIPEKIT_JRUNNER, ...)
 
     def write(self, modules: str, settings: str = "") -> None:
         head = f"connections:\n  src:\n    {self.src.yaml}\n  dst:\n    {self.dst.yaml}\nmodules:\n"
@@ -76,7 +77,7 @@ class Project:
         (self.tmp / "pipekit.yaml").write_text(textwrap.dedent(settings) if settings else "timezone: UTC\n")
 
     def run(self, *args: str, failpoint: str | None = None, timeout: float = 180) -> Any:
-        extra = {"PK_TEST_PW": PG_PASSWORD}  # (a pipekit.yaml in tmp is found: the CLI runs there)
+        extra = {"PK_TEST_PW": PG_PASSWORD, **self.env}  # (a pipekit.yaml in tmp is found: the CLI runs there)
         if failpoint:
             extra["PIPEKIT_FAILPOINT"] = failpoint
         return run_cli(list(args), self.tmp, extra, timeout=timeout)

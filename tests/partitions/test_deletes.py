@@ -141,6 +141,22 @@ def test_a_keys_query_must_return_exactly_the_merge_key(tmp_path: Path, pg_db: s
     assert p.dst.rows("SELECT to_regclass('m_t')") == [(None,)]
 
 
+@pytest.mark.jrunner
+def test_the_keys_query_is_staged_through_jrunner_like_the_rows(tmp_path: Path, pg_db: str) -> None:
+    from tests.reliability._support import STANDIN
+
+    p = project(tmp_path, pg_db, "postgresql")
+    p.env = {"PIPEKIT_JRUNNER": STANDIN, "JRUNNER_STANDIN_LOG": str(tmp_path / "jrunner.log")}
+    p.write(module("hard", extra="transport: jrunner"))
+    assert p.run("run", "m").returncode == 0
+    p.src.exec("DELETE FROM s WHERE a = 5", "DELETE FROM s WHERE a IS NULL AND b IS NULL")
+    r = p.run("run", "m")
+    assert r.returncode == 0, r.stderr
+    assert keys_of(p.dst) == set(ROWS) - {(5, 5), (None, None)}
+    calls = (tmp_path / "jrunner.log").read_text()
+    assert "SELECT a, b FROM s" in calls and "__keys" in calls  # the keys went through jrunner, into their table
+
+
 @pytest.mark.parametrize("dst_kind", ["postgresql", "sqlite"])
 def test_killed_during_the_deletes_leaves_the_destination_untouched(dst_kind: str, tmp_path: Path, pg_db: str) -> None:
     p = project(tmp_path, pg_db, dst_kind)

@@ -8,16 +8,22 @@ the test process had then).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 
 from pipekit_core.demo import make_demo_data
 from pipekit_core.repo import Repository
@@ -171,3 +177,36 @@ def dagster_cmd(name: str) -> str:
     found = shutil.which(name)
     assert found, f"{name} not found"
     return found
+
+
+@contextlib.contextmanager
+def dagster_dev(root: Path, env: dict[str, str], port: int | None = None) -> Iterator[str]:
+    """``dagster dev`` (webserver + daemon) on the repo's workspace, run in ``root`` with ``env``
+    (the whole environment); yields its URL once it answers, and stops its process group after."""
+    port = port or free_port()
+    log = open(root / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [dagster_cmd("dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (root / "dagster-dev.log").read_text()[-3000:]
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            assert time.monotonic() < deadline, "dagster dev did not answer /server_info in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()

@@ -4,10 +4,8 @@ Materialize button does, one of them terminated mid-stage."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,10 +14,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from tests.dagster_graphql import TERMINATE, gql, launch_run, run_status
-from tests.pipekit_dagster_tests.conftest import IGNORE_DATA, REPO, PipekitEnv, dagster_cmd, free_port
+from tests.pipekit_dagster_tests.conftest import (
+    IGNORE_DATA,
+    REPO,
+    PipekitEnv,
+    dagster_cmd,
+    dagster_dev,
+    free_port,
+)
 
 pytestmark = pytest.mark.dagster
 
@@ -125,34 +129,8 @@ def server(blank: PipekitEnv, dagster_home: Path) -> Iterator[tuple[Server, Pipe
     port = free_port()
     # Holds a run mid-stage: fires once 1,000 rows are copied (orders has 5,000, customers 200).
     env = _env(blank, dagster_home, PIPEKIT_FAILPOINT="after_rows:1000:sleep:60")
-    log = open(blank.root / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [dagster_cmd("dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=blank.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    srv = Server(port)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (blank.root / "dagster-dev.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{srv.url}/server_info", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "dagster dev did not answer /server_info in 120 s"
-            time.sleep(0.5)
-        yield srv, blank
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    with dagster_dev(blank.root, env, port):
+        yield Server(port), blank
 
 
 def _processes_with(text: str) -> list[psutil.Process]:

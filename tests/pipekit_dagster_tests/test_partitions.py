@@ -11,18 +11,15 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
 import pytest
-import requests
 
 from pipekit_core.config import load_settings
 from pipekit_core.engine import Engine
@@ -34,7 +31,7 @@ from tests.pipekit_dagster_tests.conftest import (
     REPO,
     PipekitEnv,
     dagster_cmd,
-    free_port,
+    dagster_dev,
     materializations,
     observations,
 )
@@ -368,37 +365,10 @@ query($id: String!) {
 """
 
 
-@contextlib.contextmanager
-def _dagster_dev(env: PipekitEnv, home: Path) -> Iterator[str]:
-    """``dagster dev`` (webserver + daemon) on the workspace; yields its URL once it answers."""
-    port = free_port()
+def _dagster_dev(env: PipekitEnv, home: Path) -> contextlib.AbstractContextManager[str]:
+    """``dagster dev`` on the workspace with this test's pipekit environment; yields its URL."""
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEKIT_")} | env.env() | {"DAGSTER_HOME": str(home)}
-    log = open(env.root / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [dagster_cmd("dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        env=proc_env, cwd=env.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (env.root / "dagster-dev.log").read_text()[-3000:]
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            assert time.monotonic() < deadline, "dagster dev did not answer /server_info in 120 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    return dagster_dev(env.root, proc_env)
 
 
 def _wait(what: str, probe: Any, timeout: float = 180) -> Any:
