@@ -365,11 +365,13 @@ def history(module: str | None, limit: int, run_id: int | None) -> None:
     for r in rows:
         dur = f"{r['duration_s']:.2f}s" if r.get("duration_s") is not None else "-"
         table.append([
-            str(r["id"]), r["module"], r["status"], r.get("trigger") or "-", (r.get("started_at") or "")[:19], dur,
+            str(r["id"]), r["module"], r["status"], r.get("trigger") or "-",
+            (r.get("dagster_run_id") or "-")[:8],  # whole in --run-id; the Dagster UI's run page shows the same 8
+            (r.get("started_at") or "")[:19], dur,
             _n(r.get("rows_staged")), _n(r.get("rows_deleted")), _n(r.get("rows_inserted")), _n(r.get("row_count")),
             (r.get("error") or "").replace("\n", " ")[:100],
         ])
-    show_table(["run", "module", "status", "trigger", "started (UTC)", "duration", "staged", "deleted", "inserted", "rows", "error"], table)
+    show_table(["run", "module", "status", "trigger", "dagster run", "started (UTC)", "duration", "staged", "deleted", "inserted", "rows", "error"], table)
 
 
 def _n(v: Any) -> str:

@@ -84,6 +84,9 @@ class RunOptions:
     # The window of a partitioned module's run (one partition or a range: one run); None = the
     # latest complete partition. Ignored (an error) for a module without partitions:.
     window: Window | None = None
+    # The module's code_version when the caller loaded its definitions (Dagster: the asset's):
+    # a run whose YAML has changed since says so.
+    code_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,12 @@ class ModuleRun:
         if self.window is not None:
             self.emit("log", f"window {self.window} ({len(self._spec_keys())} partition(s))")
         self.result.run_id = self.run_id
+        version = self.module.definition_hash()
+        repo.update_run(self.run_id, code_version=version)
+        if self.options.code_version and self.options.code_version != version:
+            self.emit("warning", f"module '{self.module.name}': its definition changed since the code location loaded "
+                                 f"(code_version {self.options.code_version} -> {version}); this run uses the YAML as it is "
+                                 f"now ({self.module.source_file or 'its file'}). Reload the code location to show it")
         if self.lease is not None:
             repo.update_run(self.run_id, commit_token=self.token)
             self.lease.bind_run(self.run_id)

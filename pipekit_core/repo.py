@@ -83,6 +83,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE run_log ADD COLUMN rows_source_deleted INTEGER",
         "ALTER TABLE run_log ADD COLUMN rows_soft_deleted INTEGER",
         "ALTER TABLE run_log ADD COLUMN rows_undeleted INTEGER",
+        # The hash of the module's definition the run ran with (Dagster's code_version).
+        "ALTER TABLE run_log ADD COLUMN code_version TEXT",
     ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -93,7 +95,7 @@ RUN_COLUMNS = frozenset({
     "phase_timings", "rows_read", "rows_staged", "rows_deleted", "rows_inserted", "row_count",
     "watermarks", "source_sql", "merge_sql", "error", "log", "transport", "dagster_run_id",
     "host", "pid", "options", "source_columns", "commit_token",
-    "window_row_count", "rows_source_deleted", "rows_soft_deleted", "rows_undeleted",
+    "window_row_count", "rows_source_deleted", "rows_soft_deleted", "rows_undeleted", "code_version",
 })
 
 

@@ -69,6 +69,8 @@ def run_phase(
     try:
         if restart:
             options = run_options.for_module(module, context.run.tags, context.run_id, run_window(context, pipekit, module))
+            # the definition this code location loaded: the run says so if the YAML has changed since
+            options.code_version = context.assets_def.code_versions_by_key.get(asset_key)
             run = pipekit.new_run(module, options, events)
             if phase != "resolve":
                 context.log.warning(f"[{module}] retry: starting over from resolve (the failed attempt was finished)")
@@ -117,11 +119,37 @@ def run_phase(
     except Exception as e:
         run.cancel.cancel(f"phase '{run.phase}' failed")
         result = run.finish(e)
+        if result.committed:  # the table has changed: the asset says so before the run fails
+            for event in committed_materializations(asset_key, result, pipekit.engine().partition_spec(run.module)):
+                context.log_event(event)
         raise failure(module, result, e) from e
     except BaseException as e:  # interrupts: DagsterExecutionInterruptedError, KeyboardInterrupt
         run.cancel.cancel("the Dagster run was terminated")
-        run.finish(e)
+        result = run.finish(e)
+        if result.committed:
+            for event in committed_materializations(asset_key, result, pipekit.engine().partition_spec(run.module)):
+                context.log_event(event)
         raise
+
+
+def committed_materializations(asset_key: dg.AssetKey, result: RunResult, spec: PartitionSpec | None) -> list[dg.AssetMaterialization]:
+    """The materialization(s) of a run whose merge committed but which failed afterwards (a hook,
+    a cancel): the destination holds the new rows, so the asset must not look unchanged. The
+    failure is in the metadata (``pipekit/error``, ``pipekit/phase``); one per partition of
+    a partitioned module's window."""
+    md = materialization_metadata(result, spec)
+    md[c.ERROR] = dg.MetadataValue.text(result.error or "")
+    md[c.PHASE] = result.failed_phase or ""
+    keys = spec.keys(result.window) if spec is not None and result.window is not None else [None]
+    counts = result.partition_row_counts or {}
+    out = []
+    for key in keys:
+        per = dict(md)
+        if key is not None and key in counts:
+            per[c.PARTITION_ROW_COUNT] = dg.MetadataValue.int(counts[key])
+        out.append(dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=per,
+                                           description=f"merge committed; then the run failed: {result.error}"))
+    return out
 
 
 def run_window(context: dg.OpExecutionContext, pipekit: PipekitResource, module: str) -> Window | None:

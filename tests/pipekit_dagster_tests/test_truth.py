@@ -1,0 +1,87 @@
+"""The UI and the history tell the truth: a hook failing after the commit still records the
+materialization of the committed rows; a run says when its YAML changed since the code location
+loaded; `pipekit history` shows the Dagster run id."""
+
+from __future__ import annotations
+
+import subprocess
+
+import dagster as dg
+import pytest
+
+from pipekit_dagster import build_definitions
+from pipekit_dagster import constants as c
+from tests.helpers import PIPEKIT
+from tests.pipekit_dagster_tests.conftest import PipekitEnv
+
+pytestmark = pytest.mark.dagster
+
+HOOK_FAILS = """
+modules:
+  - name: m
+    source: erp
+    dest: dw
+    dest_table: m_t
+    query: SELECT id FROM customers
+    hooks:
+      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}
+"""
+
+
+def _customers(env: PipekitEnv, n: int = 5) -> None:
+    """The demo's customers, cut to ids 1..n."""
+    env.erp_execute(f"DELETE FROM customers WHERE id > {n}")
+
+
+def test_a_hook_failing_after_the_commit_still_records_the_materialization(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS)
+    result = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success  # the run fails (the hook failed) ...
+    assert blank.dw_query("SELECT count(*) FROM m_t") == [(5,)]  # ... after the merge committed
+    record = instance.fetch_materializations(dg.AssetKey("m"), limit=5).records
+    assert len(record) == 1  # ... and the asset says the table changed
+    md = {k: getattr(v, "value", v) for k, v in record[0].asset_materialization.metadata.items()}
+    assert md[c.ROW_COUNT] == 5 and md[c.PHASE] == "hooks"
+    assert "refresh report failed" in md[c.ERROR] and "no_such_table" in md[c.ERROR]
+    assert "merge had committed" in md[c.ERROR]
+    run = blank.repo().last_run("m")
+    assert run is not None and run["status"] == "error" and run["rows_inserted"] == 5
+
+
+def test_a_merge_that_fails_records_no_materialization(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS.replace("SELECT id FROM customers", "SELECT id, 1/0 AS x FROM customers WHERE nope"))
+    result = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert instance.fetch_materializations(dg.AssetKey("m"), limit=5).records == []
+
+
+def test_a_run_says_when_its_yaml_changed_since_the_code_location_loaded(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", ""))
+    defs = build_definitions()  # the code location loads ...
+    loaded = defs.resolve_assets_def(dg.AssetKey("m")).code_versions_by_key[dg.AssetKey("m")]
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", "")
+                .replace("SELECT id FROM customers", "SELECT id FROM customers WHERE id > 2"))  # ... the YAML changes
+    result = defs.resolve_job_def("m_job").execute_in_process(instance=instance)
+    assert result.success
+    run = blank.repo().last_run("m")
+    assert run is not None and run["code_version"] != loaded
+    assert f"definition changed since the code location loaded (code_version {loaded} -> {run['code_version']})" in run["log"]
+    assert blank.dw_query("SELECT count(*) FROM m_t") == [(3,)]  # the YAML as it is now
+    again = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance)  # reloaded
+    assert again.success and "definition changed" not in (blank.repo().last_run("m") or {}).get("log", "")
+
+
+def test_history_shows_the_dagster_run_id(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", ""))
+    result = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance)
+    env = {"PIPEKIT_DEFS": str(blank.defs), "PIPEKIT_DB": str(blank.db), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([PIPEKIT, "history"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "dagster run" in out.stdout and result.run_id[:8] in out.stdout
+    run_id = blank.repo().last_run("m")["id"]  # type: ignore[index]
+    full = subprocess.run([PIPEKIT, "history", "--run-id", str(run_id)], env=env, capture_output=True, text=True, timeout=60)
+    assert f"dagster_run_id: {result.run_id}" in full.stdout
