@@ -86,6 +86,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         # The hash of the module's definition the run ran with (Dagster's code_version).
         "ALTER TABLE run_log ADD COLUMN code_version TEXT",
     ]),
+    (5, "run_log_lines", [
+        # One row per log line: appending is O(1) (run_log.log was rewritten whole per line).
+        # run_log keeps the running counts; run_log.log still holds the text of older runs.
+        """CREATE TABLE run_log_lines (run_id INTEGER NOT NULL, n INTEGER NOT NULL, line TEXT NOT NULL,
+            PRIMARY KEY (run_id, n))""",
+        "ALTER TABLE run_log ADD COLUMN log_lines INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE run_log ADD COLUMN log_chars INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE run_log ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -476,21 +485,31 @@ class Repository:
             self._set(con, run_id, fields)
 
     def append_log(self, run_id: int, line: str) -> None:
-        """Append one line to the run's log, keeping only the last ~1 MB."""
+        """Append one line to the run's log (one row: O(1)), keeping only the last ~``LOG_CAP``
+        characters: when over the cap, the oldest lines go, down to 90% of it."""
         text = redact(line.rstrip("\n")) + "\n"
         with self._tx() as con:
-            row = con.execute("SELECT length(log) FROM run_log WHERE id = ?", (run_id,)).fetchone()
+            row = con.execute(
+                "UPDATE run_log SET log_lines = log_lines + 1, log_chars = log_chars + ? WHERE id = ? "
+                "RETURNING log_lines, log_chars", (len(text), run_id),
+            ).fetchone()
             if row is None:
                 return
-            if (row[0] or 0) + len(text) <= LOG_CAP:
-                con.execute("UPDATE run_log SET log = coalesce(log, '') || ? WHERE id = ?", (text, run_id))
+            n, chars = int(row[0]), int(row[1])
+            con.execute("INSERT INTO run_log_lines (run_id, n, line) VALUES (?, ?, ?)", (run_id, n, text))
+            if chars <= LOG_CAP:
                 return
-            log = (con.execute("SELECT log FROM run_log WHERE id = ?", (run_id,)).fetchone()[0] or "") + text
-            tail = log[-(LOG_CAP - len(LOG_TRUNCATED)):]
-            cut = tail.find("\n")
-            if 0 <= cut < len(tail) - 1:
-                tail = tail[cut + 1:]
-            con.execute("UPDATE run_log SET log = ? WHERE id = ?", (LOG_TRUNCATED + tail, run_id))
+            drop, cut = chars - int(LOG_CAP * 0.9), 0
+            for k, size in con.execute("SELECT n, length(line) FROM run_log_lines WHERE run_id = ? AND n < ? "
+                                       "ORDER BY n", (run_id, n)):
+                drop -= size
+                cut = k
+                if drop <= 0:
+                    break
+            gone = con.execute("DELETE FROM run_log_lines WHERE run_id = ? AND n <= ? RETURNING length(line)",
+                               (run_id, cut)).fetchall()
+            con.execute("UPDATE run_log SET log_chars = log_chars - ?, log_dropped = 1 WHERE id = ?",
+                        (sum(g[0] for g in gone), run_id))
 
     def finish_run(self, run_id: int, status: str, *, error: str | None = None, **fields: Any) -> None:
         """Close a run: status, error, ``finished_at`` and ``duration_s``, plus any other columns."""
@@ -516,18 +535,34 @@ class Repository:
                     pass
         return d
 
+    def _runs(self, where: str, *params: Any) -> list[dict]:
+        """run_log rows (decoded), each with ``log`` assembled from its lines."""
+        with self._connect() as con:
+            rows = [self._decode(r) for r in con.execute(f"SELECT * FROM run_log {where}", params).fetchall()]
+            ids = [r["id"] for r in rows if r.get("log_lines")]
+            lines: dict[int, list[str]] = {}
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                for rid, text in con.execute(f"SELECT run_id, line FROM run_log_lines WHERE run_id IN ({marks}) "
+                                             "ORDER BY run_id, n", ids):
+                    lines.setdefault(rid, []).append(text)
+        for r in rows:
+            if r.get("log_lines"):
+                r["log"] = (LOG_TRUNCATED if r.get("log_dropped") else "") + (r.get("log") or "") + "".join(lines.get(r["id"], []))
+            for k in ("log_lines", "log_chars", "log_dropped"):
+                r.pop(k, None)
+        return rows
+
     def get_run(self, run_id: int) -> dict | None:
-        """One run_log row with its JSON columns decoded, or None."""
-        rows = self._rows("SELECT * FROM run_log WHERE id = ?", run_id)
-        return self._decode(rows[0]) if rows else None
+        """One run_log row with its JSON columns decoded and its log, or None."""
+        rows = self._runs("WHERE id = ?", run_id)
+        return rows[0] if rows else None
 
     def history(self, module: str | None = None, limit: int = 20) -> list[dict]:
         """Recent runs (of one module, or all), newest first."""
         if module is None:
-            rows = self._rows("SELECT * FROM run_log ORDER BY id DESC LIMIT ?", limit)
-        else:
-            rows = self._rows("SELECT * FROM run_log WHERE module = ? ORDER BY id DESC LIMIT ?", module, limit)
-        return [self._decode(r) for r in rows]
+            return self._runs("ORDER BY id DESC LIMIT ?", limit)
+        return self._runs("WHERE module = ? ORDER BY id DESC LIMIT ?", module, limit)
 
     def last_run(self, module: str) -> dict | None:
         """The module's newest run, whatever its status."""
@@ -536,10 +571,8 @@ class Repository:
 
     def last_success(self, module: str) -> dict | None:
         """The module's newest run with status ``success``."""
-        rows = self._rows(
-            "SELECT * FROM run_log WHERE module = ? AND status = 'success' ORDER BY id DESC LIMIT 1", module
-        )
-        return self._decode(rows[0]) if rows else None
+        rows = self._runs("WHERE module = ? AND status = 'success' ORDER BY id DESC LIMIT 1", module)
+        return rows[0] if rows else None
 
     def _fail_run(self, con: sqlite3.Connection, run_id: int | None, error: str, now: datetime) -> None:
         """Mark a still-running run as error (inside the caller's transaction)."""
