@@ -87,7 +87,7 @@ class Merger:
                     with db.transaction():
                         if self.claim is not None:
                             self.fence.commit_guard(db, self.claim)  # first: takes the module's row lock
-                        for stmt in [*plan.create_table_sql, *plan.alter_sql]:
+                        for stmt in [*self._create_table_sql(db), *plan.alter_sql]:
                             execute_ddl(db, stmt)
                         if plan.strategy in ("full", "window") and not mod.allow_empty and plan.dest_exists:
                             self._refuse_empty(db, self.staging, "the source returned 0 rows", "empty")
@@ -119,6 +119,21 @@ class Merger:
                 raise  # nothing was committed: the transaction rolled back (or never began)
             self._settle_commit(e, backend)
         return MergeOutcome(deleted, inserted, row_count, window_rows, *counts, partition_counts=parts)
+
+    def _create_table_sql(self, db: NativeDB) -> list[str]:
+        """A new destination table: with its primary key on merge_key (the merge then takes its
+        single-DELETE path, and the key is unique by construction), unless a staged key has a NULL
+        part, which a primary key cannot hold; then without it, and the log says why."""
+        plan = self.plan
+        if not plan.primary_key:
+            return plan.create_table_sql
+        d = self.dest.dialect
+        nulls = " OR ".join(f"{d.quote(k)} IS NULL" for k in plan.primary_key)
+        if db.query_one(d.select_limited("1", f"FROM {d.table(self.staging)} WHERE {nulls}", 1)) is None:
+            return plan.create_table_sql
+        self.warn(f"{self.module.dest_table} is created without a primary key: a staged merge_key "
+                  f"{plan.primary_key} has a NULL part (the merge matches NULL to NULL; a primary key cannot hold it)")
+        return plan.create_table_unkeyed_sql
 
     def _refuse_empty(self, db: NativeDB, staged: TableName, what: str, verb: str) -> None:
         """The ``allow_empty`` guard: nothing staged while the destination (its window) has rows."""

@@ -194,6 +194,10 @@ class Module(_Strict):
     allow_empty: bool = False
     partitions: Partitions | None = None
     deletes: Deletes | None = None
+    # A destination table pipekit creates: a primary key on merge_key (incremental; when the first
+    # staged keys have no NULL part), and these indexes.
+    primary_key: bool = True
+    indexes: list[list[str]] = Field(default_factory=list)
     schema_change: SchemaChange = Field(default_factory=SchemaChange)
     schedule: str | None = None
     sensor: SensorSpec | None = None

@@ -58,7 +58,7 @@ class Plan:
     staging_ddl: list[str]
     dest_table: str
     dest_exists: bool
-    create_table_sql: list[str]
+    create_table_sql: list[str]  # with the primary key on merge_key when it gets one
     merge_columns: list[str]
     merge_sql: list[str]
     count_sql: str
@@ -87,6 +87,10 @@ class Plan:
     keys_dest_types: list[str] = field(default_factory=list)
     delete_sql: list[tuple[str, str]] = field(default_factory=list)
     hook_sql: list[str] = field(default_factory=list)  # each hook's SQL as it will run (templates rendered)
+    # A new table's primary key (merge_key), and its CREATE without it: used when a staged key
+    # has a NULL part (a primary key cannot hold it).
+    primary_key: list[str] = field(default_factory=list)
+    create_table_unkeyed_sql: list[str] = field(default_factory=list)
 
     def watermark_values(self) -> dict[str, str | None]:
         return {k: v.value for k, v in self.watermarks.items()}
@@ -186,6 +190,7 @@ def build_plan(
             table_cols = [*table_cols, soft_def]
         elif not had_soft:
             alter_sql.append(d.add_column_sql(dest_table, soft_def))
+    pk = list(mod.merge_key) if strategy == "incremental" and mod.primary_key and not dest_exists else []
     extra: dict[str, object] = {}
     if window is not None:
         extra.update(
@@ -232,7 +237,9 @@ def build_plan(
         staging_ddl=d.create_staging_sql(staging, staging_cols, staging_schema),
         dest_table=d.table(dest_table),
         dest_exists=dest_exists,
-        create_table_sql=[] if dest_exists else d.create_table_sql(dest_table, table_cols),
+        create_table_sql=[] if dest_exists else d.create_table_sql(dest_table, table_cols, pk or None, list(mod.indexes)),
+        primary_key=[] if dest_exists else pk,
+        create_table_unkeyed_sql=[] if dest_exists or not pk else d.create_table_sql(dest_table, table_cols, None, list(mod.indexes)),
         merge_columns=merge_columns,
         merge_sql=mp.statements,
         count_sql=mp.count_sql,

@@ -176,10 +176,12 @@ class Dialect:
         """``CREATE TABLE``, or a cheaper variant for the throw-away staging table."""
         return "CREATE TABLE"
 
-    def _create(self, t: TableName, columns: list[ColumnDef], *, staging: bool) -> str:
+    def _create(self, t: TableName, columns: list[ColumnDef], *, staging: bool, primary_key: list[str] | None = None) -> str:
         if not columns:
             raise ValueError(f"{self.name}: table {t} needs at least one column")
         cols = ", ".join(self.column_sql(c, force_nullable=staging) for c in columns)
+        if primary_key:
+            cols += f", PRIMARY KEY ({', '.join(self.quote(k) for k in primary_key)})"
         return f"{self.create_table_head(staging=staging)} {self.table(t)} ({cols})"
 
     def create_staging_sql(
@@ -200,14 +202,21 @@ class Dialect:
         """Drop a table if it exists."""
         return f"DROP TABLE IF EXISTS {self.table(t)}"
 
-    def create_table_sql(self, t: TableName, columns: list[ColumnDef]) -> list[str]:
-        """Statements that create the destination table (and its schema when one is named)."""
+    def create_table_sql(
+        self, t: TableName, columns: list[ColumnDef], primary_key: list[str] | None = None,
+        indexes: list[list[str]] | None = None,
+    ) -> list[str]:
+        """Statements that create the destination table (and its schema when one is named), with a
+        primary key (its columns NOT NULL) and indexes when given."""
         out: list[str] = []
         if t.schema is not None and self.supports_schemas:
             ddl = self.create_schema_sql(t.schema)
             if ddl:
                 out.append(ddl)
-        out.append(self._create(t, columns, staging=False))
+        out.append(self._create(t, columns, staging=False, primary_key=primary_key))
+        for cols in indexes or []:
+            name = self.fit_identifier(f"{t.name}__{'_'.join(cols)}_idx")  # (PostgreSQL: in the table's schema)
+            out.append(f"CREATE INDEX {self.quote(name)} ON {self.table(t)} ({', '.join(self.quote(c) for c in cols)})")
         return out
 
     def add_column_sql(self, t: TableName, column: ColumnDef) -> str:
