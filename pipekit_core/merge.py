@@ -100,7 +100,10 @@ class Merger:
                                 inserted += max(n, 0)
                             failpoints.hit("after_merge_statement", i)
                         counts = self._source_deletes(db)
-                        row_count = int(db.query_one(plan.count_sql)[0])  # type: ignore[index]
+                        if plan.strategy == "full" and not plan.delete_sql:
+                            row_count = inserted  # the table was emptied in this transaction: no count(*) scan
+                        else:
+                            row_count = int(db.query_one(plan.count_sql)[0])  # type: ignore[index]
                         window_rows = int(db.query_one(plan.window_count_sql)[0]) if plan.window_count_sql else None  # type: ignore[index]
                         if plan.partition_counts_sql:
                             per = dict(db.query(plan.partition_counts_sql))

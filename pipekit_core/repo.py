@@ -83,8 +83,6 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE run_log ADD COLUMN rows_source_deleted INTEGER",
         "ALTER TABLE run_log ADD COLUMN rows_soft_deleted INTEGER",
         "ALTER TABLE run_log ADD COLUMN rows_undeleted INTEGER",
-        # The hash of the module's definition the run ran with (Dagster's code_version).
-        "ALTER TABLE run_log ADD COLUMN code_version TEXT",
     ]),
     (5, "run_log_lines", [
         # One row per log line: appending is O(1) (run_log.log was rewritten whole per line).
@@ -94,6 +92,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE run_log ADD COLUMN log_lines INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE run_log ADD COLUMN log_chars INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE run_log ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0",
+        # The hash of the module's definition the run ran with (Dagster's code_version).
+        "ALTER TABLE run_log ADD COLUMN code_version TEXT",
     ]),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
