@@ -288,8 +288,31 @@ class NativeDB:
             )
             return [(r[0], r[1], bool(r[2])) for r in rows]
         rows = self.query(f"PRAGMA table_info({self.dialect.quote(t.name)})")
-        # cid, name, type, notnull, dflt, pk
-        return [(r[1], r[2] or "", not r[3] and not r[5]) for r in rows]
+        # cid, name, type, notnull, dflt, pk. A SQLite PRIMARY KEY column may hold NULL (unless
+        # declared NOT NULL), except the rowid alias: a lone INTEGER PRIMARY KEY.
+        rowid = [r[1] for r in rows if r[5]] if sum(1 for r in rows if r[5]) == 1 else []
+        return [(r[1], r[2] or "", not r[3] and not (r[1] in rowid and (r[2] or "").upper() == "INTEGER")) for r in rows]
+
+    def unique_keys(self, t: TableName) -> list[list[str]]:
+        """The column sets a primary key or a unique index (without a predicate) of ``t`` covers."""
+        if self.kind == "postgresql":
+            rows = self.query(
+                "SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x "
+                "CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, i) "
+                "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+                "WHERE x.indrelid = to_regclass(%s) AND x.indisunique AND x.indpred IS NULL GROUP BY x.indexrelid",
+                (self.dialect.table(t),),
+            )
+            return [list(r[0]) for r in rows]
+        q = self.dialect.quote
+        out = []
+        for idx in self.query(f"PRAGMA index_list({q(t.name)})"):  # seq, name, unique, origin, partial
+            if idx[2] and not idx[4]:
+                out.append([r[2] for r in self.query(f"PRAGMA index_info({q(idx[1])})")])
+        pk = [r[1] for r in sorted(self.query(f"PRAGMA table_info({q(t.name)})"), key=lambda r: r[5]) if r[5]]
+        if pk and pk not in out:
+            out.append(pk)
+        return out
 
     def backend_pid(self) -> int | None:
         if self.kind == "postgresql":

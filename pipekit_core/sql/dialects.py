@@ -213,6 +213,8 @@ class Dialect:
             ddl = self.create_schema_sql(t.schema)
             if ddl:
                 out.append(ddl)
+        if primary_key:  # the key's columns NOT NULL (SQLite's PRIMARY KEY alone would take NULL)
+            columns = [ColumnDef(c.name, c.type, nullable=False) if c.name in primary_key else c for c in columns]
         out.append(self._create(t, columns, staging=False, primary_key=primary_key))
         for cols in indexes or []:
             name = self.fit_identifier(f"{t.name}__{'_'.join(cols)}_idx")  # (PostgreSQL: in the table's schema)

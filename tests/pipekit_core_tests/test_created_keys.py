@@ -79,3 +79,24 @@ def test_primary_key_false_opts_out(tmp_path: Path, pg_db: str) -> None:
     p.write(module(extra="primary_key: false"))
     assert p.run("run", "m").returncode == 0
     assert key_columns(p) == []
+
+
+@pytest.mark.parametrize("dst_kind", ["postgresql", "sqlite"])
+def test_unique_keys_and_nullability_are_read_truthfully(dst_kind: str, tmp_path: Path, pg_db: str) -> None:
+    """A SQLite PRIMARY KEY column takes NULL unless declared NOT NULL (only a lone INTEGER
+    PRIMARY KEY cannot): the merge must not take the NOT NULL shortcut on it."""
+    from pipekit_core.db import Endpoint, NativeDB
+    from pipekit_core.models import Connection
+    from pipekit_core.sql.dialects import TableName
+
+    p = project(tmp_path, pg_db, dst_kind)
+    p.dst.exec("CREATE TABLE k1 (a integer, b text, PRIMARY KEY (a, b))", "CREATE TABLE k2 (id INTEGER PRIMARY KEY, v text)",
+               "CREATE TABLE k3 (a integer NOT NULL, b integer)", "CREATE UNIQUE INDEX k3_a ON k3 (a)")
+    url = f"sqlite:{p.dst.path}" if dst_kind == "sqlite" else p.dst.url
+    ep = Endpoint(conn=Connection(url=url, name="dst"), user=None, password=None)
+    with NativeDB(ep) as db:
+        cols = {t: {n: nul for n, _, nul in db.table_columns(TableName(None, t))} for t in ("k1", "k2", "k3")}
+        keys = {t: sorted(map(sorted, db.unique_keys(TableName(None, t)))) for t in ("k1", "k2", "k3")}
+    assert cols["k1"] == ({"a": False, "b": False} if dst_kind == "postgresql" else {"a": True, "b": True})
+    assert cols["k2"]["id"] is False and cols["k3"] == {"a": False, "b": True}
+    assert keys == {"k1": [["a", "b"]], "k2": [["id"]], "k3": [["a"]]}

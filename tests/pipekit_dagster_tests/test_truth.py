@@ -85,3 +85,20 @@ def test_history_shows_the_dagster_run_id(blank: PipekitEnv, instance: dg.Dagste
     run_id = blank.repo().last_run("m")["id"]  # type: ignore[index]
     full = subprocess.run([PIPEKIT, "history", "--run-id", str(run_id)], env=env, capture_output=True, text=True, timeout=60)
     assert f"dagster_run_id: {result.run_id}" in full.stdout
+
+
+def test_the_duplicate_key_check_is_constant_time_on_a_unique_key(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", """
+modules:
+  - {name: m, source: erp, dest: dw, dest_table: m_t, query: SELECT id FROM customers, strategy: incremental, merge_key: [id]}
+  - {name: n, source: erp, dest: dw, dest_table: n_t, query: SELECT id FROM customers, strategy: incremental, merge_key: [id],
+     primary_key: false}
+""")
+    result = build_definitions().resolve_job_def("pipekit_all_job").execute_in_process(instance=instance)
+    evals = {(e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name):
+             e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    keyed, scanned = evals[("m", "no_duplicate_merge_keys")], evals[("n", "no_duplicate_merge_keys")]
+    assert keyed.passed and scanned.passed
+    assert keyed.metadata["pipekit/guaranteed_by"].value == "unique key"  # created with its primary key: no scan
+    assert "pipekit/guaranteed_by" not in scanned.metadata  # no key: the table was scanned
