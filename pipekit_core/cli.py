@@ -7,6 +7,7 @@ traceback (set PIPEKIT_DEBUG=1 to see one).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
@@ -43,6 +44,9 @@ def handle_errors(fn: F) -> F:
             fail(str(e))
         except KeyboardInterrupt:
             fail("cancelled", 130)
+        except BrokenPipeError:  # `pipekit history | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -253,6 +257,8 @@ class _Progress:
                 print(f"{ev.module}: {ev.message}", flush=True)
                 self.last_plain = time.monotonic()
             return
+        if ev.kind == "error":
+            return  # the command prints the run's failure itself, once
         self.stop()
         prefix = "warning: " if ev.kind == "warning" else ""
         print(f"{ev.module}: {prefix}{ev.message}", flush=True)
@@ -330,11 +336,11 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
             timing = ", ".join(f"{k} {v:.2f}s" for k, v in res.phase_timings.items())
             print(
                 f"{name}: {res.status}: {res.rows_staged or 0:,} staged, {res.rows_deleted or 0:,} deleted, "
-                f"{res.rows_inserted or 0:,} inserted, {res.row_count if res.row_count is not None else '-'} rows in "
+                f"{res.rows_inserted or 0:,} inserted, {_n(res.row_count)} rows in "
                 f"{res.dest_table} (run {res.run_id}; {timing})"
             )
             if res.window is not None:
-                print(f"{name}: window {res.window}: {res.window_row_count if res.window_row_count is not None else '-'} rows in it")
+                print(f"{name}: window {res.window}: {_n(res.window_row_count)} rows in it")
             if res.rows_source_deleted is not None or res.rows_soft_deleted is not None:
                 print(f"{name}: deletes: {res.rows_source_deleted or 0:,} deleted, {res.rows_soft_deleted or 0:,} "
                       f"soft-deleted, {res.rows_undeleted or 0:,} restored")
@@ -346,21 +352,25 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
 @click.argument("module", required=False)
 @click.option("-n", "--limit", default=20, show_default=True, help="How many runs.")
 @click.option("--run-id", type=int, help="Show one run in full (SQL, watermarks, log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (for scripts).")
 @handle_errors
-def history(module: str | None, limit: int, run_id: int | None) -> None:
+def history(module: str | None, limit: int, run_id: int | None, as_json: bool) -> None:
     """Recent runs from the repository: status, rows, durations."""
-    from pipekit_core.repo import Repository
-
-    repo = Repository(load_settings().database)
+    repo = _existing_repo()
     repo.mark_dead_runs()
     if run_id is not None:
         r = repo.get_run(run_id)
         if r is None:
             fail(f"no run {run_id} in {repo.path}")
-        for k, v in r.items():  # type: ignore[union-attr]
-            print(f"{k}: {v}")
+        if as_json:
+            print(json.dumps(r, indent=2, default=str))
+            return
+        _print_run(r)  # type: ignore[arg-type]
         return
     rows = repo.history(module, limit)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
     table = []
     for r in rows:
         dur = f"{r['duration_s']:.2f}s" if r.get("duration_s") is not None else "-"
@@ -374,6 +384,39 @@ def history(module: str | None, limit: int, run_id: int | None) -> None:
     show_table(["run", "module", "status", "trigger", "dagster run", "started (UTC)", "duration", "staged", "deleted", "inserted", "rows", "error"], table)
 
 
+def _existing_repo() -> Any:
+    """The repository, for commands that only read it: never created as a side effect."""
+    from pipekit_core.repo import Repository
+
+    s = load_settings()
+    if not s.database.exists():
+        why = ("PIPEKIT_DB points there" if os.environ.get("PIPEKIT_DB")
+               else f"'database' in {s.config_file} points there" if s.config_file else "the default: ./pipekit.db")
+        fail(f"no pipekit repository at {s.database} ({why}); nothing has run with these settings. Run from the "
+             "folder you ran pipekit in, or set PIPEKIT_DB (and PIPEKIT_DEFS); `pipekit init` creates a repository")
+    return Repository(s.database)
+
+
+def _print_run(r: dict) -> None:
+    """One run as a person reads it: fields in order, empty ones left out, JSON pretty, the log last."""
+    log = r.pop("log", None)
+    for k, v in r.items():
+        if v is None or v == "" or v == {} or v == []:
+            continue
+        if isinstance(v, (dict, list)):
+            text = json.dumps(v, indent=2, default=str)
+            print(f"{k}:")
+            print("  " + text.replace("\n", "\n  "))
+        elif isinstance(v, str) and "\n" in v:
+            print(f"{k}:")
+            print("  " + v.strip().replace("\n", "\n  "))
+        else:
+            print(f"{k}: {_n(v) if isinstance(v, int) and not isinstance(v, bool) and k not in ('id', 'pid') else v}")
+    if log:
+        print("log:")
+        print("  " + log.rstrip().replace("\n", "\n  "))
+
+
 def _n(v: Any) -> str:
     return "-" if v is None else f"{v:,}"
 
@@ -383,11 +426,18 @@ def _n(v: Any) -> str:
 @handle_errors
 def unlock(module: str) -> None:
     """Clear a module's lock (a stale one left by a killed process)."""
-    from pipekit_core.repo import Repository
-
-    repo = Repository(load_settings().database)
+    repo = _existing_repo()
     info = repo.force_unlock(module)
-    print(f"unlocked {module} (was held by {info.owner})" if info else f"{module} was not locked")
+    if info is not None:
+        print(f"unlocked {module} (was held by {info.owner})")
+        return
+    from pipekit_core.defs import load_catalog
+
+    s = load_settings()
+    known = load_catalog(s.defs, s.local_timezone()).modules
+    if module not in known and not repo.history(module, 1):
+        fail(f"unknown module '{module}' (no such module in {s.defs}, and no run of it in {repo.path})")
+    print(f"{module} was not locked")
 
 
 @main.command()

@@ -102,7 +102,11 @@ class Catalog:
                if (p.module == name if kind == "module" else (p.field or "").startswith(f"{kind}s.{name}"))]
         if own:
             raise UnknownModuleError(f"{kind} '{name}' is not loaded: its definition has problems:\n" + "\n".join(own))
-        raise UnknownModuleError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}")
+        # A file that could not be read whole (invalid YAML, a bad top level) may be where it is.
+        unread = [str(p) for p in self.problems if p.module is None and p.field is None]
+        where = ("; these definition files could not be read whole, it may be in one of them:\n" + "\n".join(unread)
+                 if unread else "")
+        raise UnknownModuleError(f"unknown {kind} '{name}'{_did_you_mean(name, table)}{where}")
 
     def module(self, name: str) -> Module:
         """The valid module ``name``; raises UnknownModuleError (with close matches) otherwise."""

@@ -94,7 +94,7 @@ class Event:
     """Something to show the user: a phase change, progress, a log line or a warning."""
 
     module: str
-    kind: str  # phase | progress | log | warning
+    kind: str  # phase | progress | log | warning | error (the run's final failure, once)
     message: str
     phase: str | None = None
     rows: int | None = None
@@ -282,7 +282,7 @@ class ModuleRun:
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, message: str, **kw: Any) -> None:
         msg = redact(message)
-        if kind in ("log", "warning", "phase") and self.run_id is not None:
+        if kind in ("log", "warning", "error", "phase") and self.run_id is not None:
             with contextlib.suppress(Exception):
                 self.engine.repo.append_log(self.run_id, f"[{kind}] {msg}")
         self.on_event(Event(self.module.name, kind, msg, phase=self.phase, **kw))
@@ -749,6 +749,8 @@ class ModuleRun:
                 msg = forced or (str(exc) or type(exc).__name__)
                 if isinstance(exc, PhaseError):
                     msg = str(exc)
+                elif r.status == "cancelled":
+                    msg = f"module '{self.module.name}' cancelled in phase '{self.phase}' ({msg})"
                 elif not isinstance(exc, (LockHeldError,)):
                     msg = f"module '{self.module.name}' failed in phase '{self.phase}': {msg}"
                 lost = self._lost_to()
@@ -758,7 +760,7 @@ class ModuleRun:
                     msg += (f" (the merge had committed: {r.row_count:,} rows in {self.module.dest_table}; "
                             "not retried, and the next run starts from there)")
                 r.error = redact(msg)
-                self.emit("warning", r.error)
+                self.emit("error", r.error)
                 if self.run_id is not None and not self.options.dry_run:
                     for i, hook in enumerate(self.module.hooks):
                         if hook.run_on in ("failure", "always") and i not in self._hooks_done:

@@ -116,7 +116,7 @@ class EventLog:
             return
         line = f"[{self.module}] {event.message}"
         with contextlib.suppress(Exception):  # a log line must never fail the run
-            if event.kind == "warning":
+            if event.kind in ("warning", "error"):
                 log.warning(line)
             elif event.kind == "phase":
                 log.debug(line)
