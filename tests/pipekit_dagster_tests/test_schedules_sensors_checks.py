@@ -98,6 +98,10 @@ def test_asset_checks_find_duplicate_keys_and_schema_drift(demo: PipekitEnv, ins
 
     dup = dg.AssetCheckKey(dg.AssetKey("orders"), "no_duplicate_merge_keys")
     drift = dg.AssetCheckKey(dg.AssetKey("orders"), "no_schema_drift")
+    # pipekit created orders with a primary key (no duplicates possible): make it a plain table again
+    demo.dw_execute("CREATE TABLE orders_plain AS SELECT * FROM orders")
+    demo.dw_execute("DROP TABLE orders")
+    demo.dw_execute("ALTER TABLE orders_plain RENAME TO orders")
     demo.dw_execute("INSERT INTO orders SELECT * FROM orders WHERE id = 7")
     demo.dw_execute("ALTER TABLE orders DROP COLUMN status")
     checks = _run_checks(defs, instance, dup, drift)
