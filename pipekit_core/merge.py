@@ -12,6 +12,7 @@ merge committed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from pipekit_core.secrets import redact
 from pipekit_core.sql.builders import MergeBuilder
 from pipekit_core.sql.dialects import TableName
 from pipekit_core.transport.base import CancelScope
+
+_TEXT_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Merger:
                 try:
                     if plan.strategy == "incremental":
                         self._refuse_duplicate_keys(db, b)
+                    if plan.window is not None:
+                        self._refuse_text_dates(db)
                     if plan.window_guard_sql:
                         self._refuse_rows_outside_window(db, b)
                     with db.transaction():
@@ -168,6 +173,26 @@ class Merger:
         if mod.deletes is not None and mod.deletes.mode == "soft":
             return None, n["soft_deleted"], n["undeleted"]
         return n["removed"], None, None
+
+    def _refuse_text_dates(self, db: NativeDB) -> None:
+        """A window rendered as timestamps (the query returns its column as text, not a date) over
+        values that are dates written as text: the query's ``d >= '2024-01-05 00:00:00+00:00'``
+        then misses the window's first day ('2024-01-05' sorts before it) and the run would load
+        too few rows, silently. Refused, saying what to declare."""
+        w, mod = self.plan.window, self.module
+        assert w is not None
+        if ":" not in w.start:
+            return  # rendered as dates: text dates compare right
+        d = self.dest.dialect
+        sample = db.query(d.select_limited(d.quote(w.column), f"FROM {d.table(self.staging)}", 100))
+        dates = [v for (v,) in sample if isinstance(v, str) and _TEXT_DATE.match(v.strip())]
+        if dates:
+            raise WindowError(
+                f"module '{mod.name}': column {w.column} holds dates written as text (e.g. {dates[0]!r}) but the "
+                f"query returns it as text, so the window was rendered as timestamps ({w.start}) and a "
+                f"text comparison misses its first day; declare it: columns: [{{source_name: {w.column}, "
+                "dest_type: date}]. The destination was not touched."
+            )
 
     def _refuse_rows_outside_window(self, db: NativeDB, b: MergeBuilder) -> None:
         """Strategy window: every staged row must lie in the window, or the merge would delete the

@@ -212,3 +212,20 @@ def test_a_range_run_counts_the_rows_of_each_partition(dst_kind: str, tmp_path: 
     assert res.window_row_count == 42
     one = run_module(eng, "m", RunOptions(window=eng.window("m", partition="2024-01-02")))
     assert one.partition_row_counts == {"2024-01-02": 12}
+
+
+def test_text_dates_under_a_timestamp_window_are_refused_not_loaded_short(tmp_path: Path, pg_db: str) -> None:
+    """A SQLite source whose date column is declared TEXT: the window renders as timestamps and
+    `d >= '2024-01-01 00:00:00+00:00'` misses the first day. The run refuses instead of loading too few
+    rows; declaring the column a date fixes it."""
+    p = project(tmp_path, pg_db, "sqlite", "sqlite")
+    p.src.exec("CREATE TABLE o2 (id INTEGER, d TEXT, amt INTEGER)", "INSERT INTO o2 SELECT id, d, amt FROM orders")
+    p.write(window_module(query="SELECT id, d, amt FROM o2 WHERE d >= '{window_start}' AND d < '{window_end}'"))
+    r = p.run("run", "m", "--window", "2024-01-01..2024-01-04")
+    assert r.returncode == 1
+    assert "holds dates written as text (e.g. '2024-01-02')" in r.stderr and "dest_type: date" in r.stderr
+    p.write(window_module(query="SELECT id, d, amt FROM o2 WHERE d >= '{window_start}' AND d < '{window_end}'",
+                          extra="columns: [{source_name: id}, {source_name: d, dest_type: date}, {source_name: amt}]"))
+    r = p.run("run", "m", "--window", "2024-01-01..2024-01-04")
+    assert r.returncode == 0, r.stderr
+    assert p.dst.rows("SELECT count(*), min(d) FROM m_t") == [(30, "2024-01-01")]
