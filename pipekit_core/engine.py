@@ -502,6 +502,7 @@ class ModuleRun:
             partition_starts=starts,
         )
         plan.hook_sql = [self.hook_sql(h) for h in mod.hooks]
+        plan.window_first_day = window.start.date().isoformat() if window is not None else None
         self.plan_ = plan
         self.result.watermarks = plan.watermark_values()
         self.result.source_sql = source_sql

@@ -77,6 +77,7 @@ class Plan:
     window_count_sql: str | None = None  # destination rows in the window after the merge
     partition_counts_sql: str | None = None  # (partition index, rows) when the window spans several
     partitions: int = 0  # how many partitions the window covers
+    window_first_day: str | None = None  # the window's first local date (YYYY-MM-DD)
     # deletes: the keys query, its staging table, and the statements run after the merge
     # ((kind, sql): removed | soft_deleted | undeleted).
     keys_sql: str | None = None
