@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipekit_core.errors import UnknownModuleError
-from pipekit_core.models import Connection, Group, Module
+from pipekit_core.models import Automation, Connection, Group, Module, format_duration
 from pipekit_core.partitions import WINDOW_NAMES, WindowError, spec_for
 from pipekit_core.sql.dialects import parse_table_name
 from pipekit_core.watermarks import tokenize
@@ -75,6 +76,38 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (known: {', '.join(known)})" if known and len(known) <= 12 else ""
 
 
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a cron expression Dagster accepts, or None: the one check of every cron
+    key (``schedule:``, ``automation: {on_cron}``, ``freshness: {deadline}``). Dagster takes the
+    5-field form only (croniter also takes a 6th, seconds field) and refuses February 30/31."""
+    if not croniter.is_valid(expr):
+        return f"'{expr}' is not a valid cron expression"
+    fields = croniter.expand(expr)[0]
+    if len(fields) != 5:
+        return (f"'{expr}' has {len(fields)} fields; write the 5-field form (minute hour day-of-month month "
+                "day-of-week), the only one Dagster accepts")
+    if fields[3] == [2] and len(fields[2]) == 1 and fields[2][0] in (30, 31):
+        return f"'{expr}' never fires (February has no day {fields[2][0]})"
+    return None
+
+
+def smallest_cron_interval(expr: str) -> dt.timedelta:
+    """The shortest time between two ticks of ``expr`` (UTC; sampled over 1,000 ticks from a year
+    ago, as Dagster samples it to bound a cron freshness window)."""
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365)
+    ticks = croniter(expr, start)
+    prev: dt.datetime = ticks.get_next(dt.datetime)
+    smallest: dt.timedelta | None = None
+    for _ in range(999):
+        tick: dt.datetime = ticks.get_next(dt.datetime)
+        if tick - start > dt.timedelta(days=365 * 20):
+            break
+        if tick > prev and (smallest is None or tick - prev < smallest):
+            smallest = tick - prev
+        prev = tick
+    return smallest or dt.timedelta(days=365 * 20)
+
+
 @dataclass
 class Catalog:
     """Everything the definitions folder defines: valid objects plus the problems found.
@@ -119,6 +152,11 @@ class Catalog:
     def group_of(self, module_name: str) -> str | None:
         """Name of the group that lists ``module_name``, or None."""
         return next((g.name for g in self.groups.values() if module_name in g.modules), None)
+
+    def automation_of(self, module_name: str) -> Automation | None:
+        """The ``automation:`` that applies to a valid module: its own, else its group's, or None."""
+        group = self.group_of(module_name)
+        return self.modules[module_name].automation_in(self.groups.get(group) if group else None)
 
     def connection(self, name: str) -> Connection:
         """The connection ``name``; raises UnknownModuleError (with close matches) otherwise."""
@@ -383,9 +421,10 @@ class _Loader:
             self.check_module(m, defined)
         self.check_cycles(parsed)
         self.check_groups(defined)
+        self.check_automation()
         for m in modules:
             if m.ok and m.model is not None:
-                m.model.source_file = m.file
+                m.model.source_file, m.model.source_line = m.file, m.line
                 cat.modules[m.model.name] = m.model
         for g in self.items:
             if g.kind == "group" and g.ok and g.model is not None:
@@ -429,8 +468,8 @@ class _Loader:
         for i, dep in enumerate(m.deps):
             if dep not in defined:
                 self.fail(it, ["deps", i], f"unknown dep '{dep}'{_did_you_mean(dep, defined)}")
-        if m.schedule is not None and not croniter.is_valid(m.schedule):
-            self.fail(it, ["schedule"], f"'{m.schedule}' is not a valid cron expression")
+        if m.schedule is not None and (why := cron_problem(m.schedule)):
+            self.fail(it, ["schedule"], why)
         self.check_names(it, dst)
         if m.name in _RESERVED_NAMES:  # pipekit_all_job runs every module
             self.fail(it, ["name"], f"the module name '{m.name}' is reserved")
@@ -494,7 +533,7 @@ class _Loader:
         if m.query_file is not None:
             qpath = it.base_dir / m.query_file  # an absolute query_file stays absolute
             try:
-                m.sql = qpath.read_text(encoding="utf-8")
+                m.sql, m.query_path = qpath.read_text(encoding="utf-8"), str(qpath)
             except (OSError, UnicodeDecodeError) as e:
                 reason = "file not found" if isinstance(e, FileNotFoundError) else str(e)
                 return self.fail(it, ["query_file"], f"cannot read query_file '{m.query_file}' ({qpath}): {reason}")
@@ -571,8 +610,8 @@ class _Loader:
                 self.fail(g, [], f"group '{g.name}' has the name of a module: their jobs ({g.name}_job) would clash")
             if not grp.modules:
                 self.fail(g, ["modules"], "a group needs at least one module")
-            if grp.schedule is not None and not croniter.is_valid(grp.schedule):
-                self.fail(g, ["schedule"], f"'{grp.schedule}' is not a valid cron expression")
+            if grp.schedule is not None and (why := cron_problem(grp.schedule)):
+                self.fail(g, ["schedule"], why)
             for i, name in enumerate(grp.modules):
                 if name not in defined:
                     self.fail(g, ["modules", i], f"unknown module '{name}'{_did_you_mean(name, defined)}")
@@ -586,6 +625,68 @@ class _Loader:
                                  f"'{g.name}' ({g.file}:{g.line})", None, first.field_name(["modules"]))
                 else:
                     member_of[name] = g
+
+    def check_automation(self) -> None:
+        """``automation:`` and ``freshness:`` crons, and the triggers that would start a module twice.
+
+        A module is started by Dagster's declarative automation (``automation:``, its own or its
+        group's) *or* by pipekit's triggers (its ``schedule:``, its ``sensor:``, its group's
+        ``schedule:``), never both: each combination of the two is a problem. Combinations of
+        pipekit's own triggers (a module schedule beside its group's, a schedule and a sensor) stay
+        allowed, as before; a member's own ``automation:`` replaces its group's.
+        """
+        groups = [g for g in self.items if g.kind == "group" and g.model is not None]
+        for g in groups:
+            grp: Group = g.model
+            if grp.automation is None:
+                continue
+            self.check_automation_cron(g, grp.automation)
+            if grp.schedule is not None:
+                self.fail(g, ["automation"], f"automation: {grp.automation} and schedule: '{grp.schedule}' would both "
+                          f"start the group's modules; keep one of them")
+        group_of: dict[str, _Item] = {}
+        for g in reversed(groups):  # the first group listing a module is its group (a second one is an error)
+            if g.ok:  # a group with problems is left out: neither its schedule nor its automation applies
+                group_of.update(dict.fromkeys(g.model.modules, g))
+        for it in (i for i in self.items if i.kind == "module" and i.model is not None):
+            m: Module = it.model
+            if m.automation is not None:
+                self.check_automation_cron(it, m.automation)
+            if m.freshness is not None and m.freshness.deadline is not None:
+                if why := cron_problem(m.freshness.deadline):
+                    self.fail(it, ["freshness", "deadline"], why)
+                elif m.freshness.window is not None:
+                    gap = smallest_cron_interval(m.freshness.deadline)
+                    if m.freshness.window > gap:
+                        self.fail(it, ["freshness", "window"], f"window {format_duration(m.freshness.window)} is longer "
+                                  f"than the time between two deadline ticks ({format_duration(gap)}); shorten it or leave it out "
+                                  "(the default is that whole time)")
+            self.check_double_start(it, group_of.get(m.name))
+
+    def check_double_start(self, it: _Item, g: _Item | None) -> None:
+        """The module's automation (its own, else its group's) beside a schedule or sensor."""
+        m: Module = it.model
+        grp: Group | None = g.model if g is not None else None
+        auto = m.automation_in(grp)
+        if auto is None:
+            return
+        own = m.automation is not None
+        for key, value in (("schedule", m.schedule and f"'{m.schedule}'"), ("sensor", m.sensor and "(a probe)")):
+            if not value:
+                continue
+            if own or g is None:  # reported at the module's own key: automation: when it has one
+                self.fail(it, ["automation"], f"automation: {auto} and {key}: {value} would both start this module; "
+                          "keep one of them")
+            else:
+                self.fail(it, [key], f"group '{g.name}' ({g.file}:{g.line}) has automation: {auto}, which starts this "
+                          f"module, and {key}: {value} would start it too; keep one of them")
+        if own and g is not None and grp is not None and grp.schedule is not None:
+            self.fail(it, ["automation"], f"group '{g.name}' ({g.file}:{g.line}) has schedule: '{grp.schedule}', which "
+                      f"runs this module in {g.name}_job; automation: {auto} would start it too; keep one of them")
+
+    def check_automation_cron(self, it: _Item, auto: Automation) -> None:
+        if auto.kind == "on_cron" and (why := cron_problem(auto.cron or "")):
+            self.fail(it, ["automation", "on_cron"], why)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -7,13 +7,14 @@ live in :mod:`pipekit_core.defs`, which has the whole catalog.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Strategy = Literal["full", "incremental", "append", "window"]
 RunOn = Literal["success", "failure", "always"]
@@ -156,6 +157,102 @@ class Partitions(_Strict):
         return None if v is None else (v.isoformat(sep=" ") if hasattr(v, "hour") else str(v))
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?$")
+
+
+def parse_duration(text: Any) -> dt.timedelta:
+    """``30m``, ``2h``, ``1d``, ``1h30m`` (days, hours, minutes, seconds, in that order) as a timedelta.
+
+    Raises ValueError for anything else (a bare number too: its unit would be a guess).
+    """
+    if isinstance(text, dt.timedelta):
+        return text
+    m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+    if m is None or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration; write e.g. 30m, 2h, 1d or 1h30m (units d, h, m, s)")
+    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    return dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+class Automation(_Strict):
+    """``automation:`` (modules and groups): Dagster declarative automation of the module's asset.
+
+    Written ``eager``, ``on_missing`` or ``{on_cron: "0 * * * *"}``; held as ``kind`` (+ ``cron``).
+    The cron is checked by the loader (:mod:`pipekit_core.defs`) and evaluated in the ``timezone``
+    setting.
+    """
+
+    kind: Literal["eager", "on_missing", "on_cron"]
+    cron: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, v: Any) -> Any:
+        usage = "use eager, on_missing or {on_cron: '<cron>'}"
+        if isinstance(v, str):
+            if v.strip() in ("eager", "on_missing"):
+                return {"kind": v.strip()}
+            if v.strip() == "on_cron":
+                raise ValueError("on_cron needs its cron expression: write {on_cron: '0 * * * *'}")
+            raise ValueError(f"{v!r} is not a known automation; {usage}")
+        if isinstance(v, dict) and "kind" not in v:
+            if set(v) != {"on_cron"}:
+                keys = ", ".join(f"'{k}'" for k in v if k != "on_cron")
+                raise ValueError(f"unknown key {keys}; {usage}" if keys else f"an empty mapping; {usage}")
+            if not isinstance(v["on_cron"], str):
+                raise ValueError(f"on_cron must be a cron expression in quotes, e.g. '0 * * * *' (got {v['on_cron']!r})")
+            return {"kind": "on_cron", "cron": v["on_cron"]}
+        return v
+
+    def __str__(self) -> str:
+        return f"on_cron '{self.cron}'" if self.kind == "on_cron" else self.kind
+
+
+class Freshness(_Strict):
+    """``freshness:``: when the module's table counts as stale (Dagster's FreshnessPolicy).
+
+    Either a time window, ``{fail_after: 2h, warn_after: 1h}`` (fail when the last successful
+    run is older than ``fail_after``; warn, optionally, when older than ``warn_after``), or a
+    cron deadline, ``{deadline: "0 9 * * *", window: 1h}`` (fail when no run succeeded in the
+    ``window`` before the latest deadline tick; ``window`` defaults to the time between ticks).
+    The deadline's cron and the window's bound are checked by the loader.
+    """
+
+    fail_after: Duration | None = None
+    warn_after: Duration | None = None
+    deadline: str | None = None
+    window: Duration | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Freshness:
+        minute = dt.timedelta(minutes=1)
+        if self.deadline is None and self.fail_after is None:
+            raise ValueError("fail_after: required (or a deadline: cron), e.g. {fail_after: 2h, warn_after: 1h}")
+        if self.deadline is not None and (self.fail_after is not None or self.warn_after is not None):
+            raise ValueError("deadline: give either fail_after / warn_after (a time window) or deadline / window "
+                             "(a cron deadline), not both")
+        if self.window is not None and self.deadline is None:
+            raise ValueError("window: only with deadline: (the time before each deadline tick a run must finish in)")
+        for key in ("fail_after", "warn_after", "window"):
+            value = getattr(self, key)
+            if value is not None and value < minute:
+                raise ValueError(f"{key}: must be at least 1m (Dagster evaluates freshness by the minute)")
+        if self.warn_after is not None and self.fail_after is not None and self.warn_after >= self.fail_after:
+            raise ValueError(f"warn_after: must be shorter than fail_after ({format_duration(self.warn_after)} >= "
+                             f"{format_duration(self.fail_after)}): the warning comes before the failure")
+        return self
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    """A duration the way the YAML writes it (``1h30m``)."""
+    total = int(delta.total_seconds())
+    parts = [(total // 86400, "d"), (total % 86400 // 3600, "h"), (total % 3600 // 60, "m"), (total % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
 class Deletes(_Strict):
     """``deletes:``: propagate rows deleted in the source.
 
@@ -201,6 +298,8 @@ class Module(_Strict):
     schema_change: SchemaChange = Field(default_factory=SchemaChange)
     schedule: str | None = None
     sensor: SensorSpec | None = None
+    automation: Automation | None = None
+    freshness: Freshness | None = None
     deps: list[str] = Field(default_factory=list)
     transport: TransportName | None = None
     retries: Retries | None = None
@@ -210,7 +309,9 @@ class Module(_Strict):
 
     # Filled in by the loader, not by users.
     source_file: str = Field(default="", exclude=True)
+    source_line: int | None = Field(default=None, exclude=True)  # line of the module's entry in source_file
     sql: str = Field(default="", exclude=True)  # the query text (inline or read from query_file)
+    query_path: str = Field(default="", exclude=True)  # the query_file as read (resolved path), or ""
 
     @field_validator("name")
     @classmethod
@@ -271,9 +372,14 @@ class Module(_Strict):
 
         return list(dict.fromkeys(t.name for t in placeholders(self.sql or self.query or "") if t.name))
 
+    def automation_in(self, group: Group | None) -> Automation | None:
+        """The automation that applies to the module: its own ``automation:``, else its group's."""
+        return self.automation or (group.automation if group is not None else None)
+
     def definition_hash(self) -> str:
-        """Stable hash of what the module does (Dagster code_version)."""
-        payload = self.model_dump(mode="json")
+        """Stable hash of what the module does (Dagster code_version). When it runs and how fresh it
+        must be (``automation:``, ``freshness:``) is not what it does, so it is left out."""
+        payload = self.model_dump(mode="json", exclude={"automation", "freshness"})
         payload["sql"] = self.sql
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -281,12 +387,21 @@ class Module(_Strict):
     def source_path(self) -> Path | None:
         return Path(self.source_file) if self.source_file else None
 
+    def dest_column_name(self, source_name: str) -> str:
+        """The destination name of the source query's column ``source_name``: its ``columns:``
+        entry's ``target_name`` (matched exactly, else case-insensitively), else the name itself."""
+        specs = self.columns or []
+        spec = next((c for c in specs if c.source_name == source_name), None) or next(
+            (c for c in specs if c.source_name.lower() == source_name.lower()), None)
+        return spec.target_name if spec else source_name
+
 
 class Group(_Strict):
     """An ordered list of modules run in sequence."""
 
     modules: list[str]
     schedule: str | None = None
+    automation: Automation | None = None  # for the members that have no automation: of their own
     stop_on_failure: bool = True
     description: str | None = None
     name: str = Field(default="", exclude=True)

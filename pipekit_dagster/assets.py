@@ -55,6 +55,7 @@ def build_pipekit_assets(
     translator: PipekitTranslator | None = None,
     specs: Mapping[str, dg.AssetSpec] | None = None,
     timezone: str | None = None,
+    naming: c.Naming = c.DEFAULT_NAMING,
 ) -> list[dg.AssetsDefinition]:
     """One graph-backed :class:`dagster.AssetsDefinition` per enabled module (pure: no I/O).
 
@@ -63,6 +64,7 @@ def build_pipekit_assets(
         translator: decides each asset's spec; default :class:`PipekitTranslator`.
         specs: precomputed ``build_asset_specs(catalog, translator)``, to avoid computing it twice.
         timezone: the ``timezone`` setting, the default timezone of partitions (None: read it).
+        naming: the op names, pools and the key of the ``pipekit`` resource the ops use.
 
     Example::
 
@@ -70,10 +72,10 @@ def build_pipekit_assets(
         assets = build_pipekit_assets(catalog)
     """
     specs = specs if specs is not None else build_asset_specs(catalog, translator, timezone)
-    return [module_asset(data, specs[data.name]) for data in module_data(catalog, timezone)]
+    return [module_asset(data, specs[data.name], naming) for data in module_data(catalog, timezone)]
 
 
-def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefinition:
+def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming = c.DEFAULT_NAMING) -> dg.AssetsDefinition:
     """The graph-backed asset of one module, with ``spec`` (from the translator) applied.
 
     The graph is built directly, without a composition function, from op definitions that every
@@ -91,7 +93,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
         retry = dg.RetryPolicy(max_retries=data.module.retries.max, delay=data.module.retries.delay)
     tags = {c.MODULE_TAG: name, c.PRIORITY_TAG: str(data.priority)}
     upstream = {"after_" + dep.asset_key.to_python_identifier(): dep.asset_key for dep in spec.deps}
-    pool = c.dest_pool(data.module.dest)
+    pool = naming.dest_pool(data.module.dest)
     node_defs: list[dg.OpDefinition] = []
     dependencies: dict[dg.NodeInvocation, Mapping[str, Any]] = {}
 
@@ -108,7 +110,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
         node_defs.append(_ready_op())
         dependencies[dg.NodeInvocation(_ready_op().name, alias=f"{name}_ready", tags=tags)] = {}
         fan_in: list[Any] = [dg.DependencyDefinition(f"{name}_ready", "result"), *[MappedInputPlaceholder] * len(upstream)]
-        add(_phase_op("resolve", None, takes_after=True), "resolve", {"after": dg.MultiDependencyDefinition(fan_in)},
+        add(_phase_op("resolve", None, takes_after=True, naming=naming), "resolve", {"after": dg.MultiDependencyDefinition(fan_in)},
             {**tags, c.PHASE_TAG: "resolve"})
         input_mappings = [
             dg.InputMapping(graph_input_name=i, mapped_node_name=f"{name}_resolve", mapped_node_input_name="after",
@@ -116,10 +118,10 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec) -> dg.AssetsDefini
             for n, i in enumerate(upstream, start=1)
         ]
     else:
-        add(_phase_op("resolve", None, takes_after=False), "resolve", {}, {**tags, c.PHASE_TAG: "resolve"})
+        add(_phase_op("resolve", None, takes_after=False, naming=naming), "resolve", {}, {**tags, c.PHASE_TAG: "resolve"})
     for phase, before in (("stage", "resolve"), ("merge", "stage"), ("hooks", "merge")):
         op_pool = pool if phase in ("stage", "merge") else None
-        add(_phase_op(phase, op_pool, takes_after=True), phase, after(before), {**tags, c.PHASE_TAG: phase})
+        add(_phase_op(phase, op_pool, takes_after=True, naming=naming), phase, after(before), {**tags, c.PHASE_TAG: phase})
     graph = dg.GraphDefinition(
         name=name,
         description=spec.description,
@@ -150,15 +152,18 @@ _DESCRIPTIONS = {
 
 
 @functools.cache
-def _phase_op(phase: str, pool: str | None, *, takes_after: bool) -> dg.OpDefinition:
+def _phase_op(phase: str, pool: str | None, *, takes_after: bool, naming: c.Naming = c.DEFAULT_NAMING) -> dg.OpDefinition:
     """The op definition of ``phase``, shared by every module (one per destination pool).
 
     The module comes from the node's ``pipekit/module`` tag and the asset key from the asset
-    the node belongs to, both read at run time.
+    the node belongs to, both read at run time. The op reads its module's run from the resource
+    ``naming.resource_key`` (``pipekit`` by default; a Component's own key, bound to its own
+    definitions folder) and the per-run options from ``pipekit_run``.
     """
-    name = f"pipekit_{phase}" + ("" if takes_after or phase != "resolve" else "_first")
+    name = naming(f"pipekit_{phase}" + ("" if takes_after or phase != "resolve" else "_first"))
     if pool is not None:
         name += "_" + _ident(pool)
+    resource_key = naming.resource_key
 
     @dg.op(
         name=name,
@@ -167,9 +172,12 @@ def _phase_op(phase: str, pool: str | None, *, takes_after: bool) -> dg.OpDefini
         out=dg.Out(dg.Nothing, is_required=False),
         tags={c.PHASE_TAG: phase},
         pool=pool,
+        required_resource_keys={resource_key, c.RUN_OPTIONS_RESOURCE_KEY},
     )
-    def _op(context: dg.OpExecutionContext, pipekit: PipekitResource, pipekit_run: PipekitRunOptions) -> Iterator[Any]:
+    def _op(context: dg.OpExecutionContext) -> Iterator[Any]:
         module = context.op.tags[c.MODULE_TAG]
+        pipekit: PipekitResource = getattr(context.resources, resource_key)
+        pipekit_run: PipekitRunOptions = getattr(context.resources, c.RUN_OPTIONS_RESOURCE_KEY)
         yield from run_phase(context, pipekit, pipekit_run, module, phase, context.assets_def.key)
 
     return _op

@@ -47,8 +47,11 @@ SAMPLE = 5
 MODULE_CHECKS_NAME = "pipekit_module_checks"
 
 
-def build_module_checks(catalog: Catalog, keys: Mapping[str, dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """The checks of every enabled module (``keys``: module name -> asset key).
+def build_module_checks(
+    catalog: Catalog, keys: Mapping[str, dg.AssetKey], naming: c.Naming = c.DEFAULT_NAMING
+) -> list[dg.AssetChecksDefinition]:
+    """The checks of every enabled module (``keys``: module name -> asset key; ``naming``: the
+    check's name and the ``pipekit`` resource key).
 
     One subsettable ``@multi_asset_check`` holds every module's checks (``no_duplicate_merge_keys``
     on incremental modules, ``no_schema_drift`` on all), so loading 1,000 modules does not build
@@ -83,14 +86,17 @@ def build_module_checks(catalog: Catalog, keys: Mapping[str, dg.AssetKey]) -> li
     if not specs:
         return []
     order = {spec.key: i for i, spec in enumerate(specs)}
+    resource_key = naming.resource_key
 
     @dg.multi_asset_check(
         specs=specs,
-        name=MODULE_CHECKS_NAME,
+        name=naming(MODULE_CHECKS_NAME),
         can_subset=True,
         description="The pipekit modules' checks: no_duplicate_merge_keys and no_schema_drift.",
+        required_resource_keys={resource_key},
     )
-    def _checks(context: dg.AssetCheckExecutionContext, pipekit: PipekitResource) -> Iterator[dg.AssetCheckResult]:
+    def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        pipekit: PipekitResource = getattr(context.resources, resource_key)
         errors: list[str] = []
         first: Exception | None = None
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: order.get(k, len(order))):
@@ -235,13 +241,16 @@ def _missing_table(module: Module, key: dg.AssetCheckKey) -> dg.AssetCheckResult
 # ----------------------------------------------------------------------------- broken files
 
 
-def broken_file_specs(catalog: Catalog) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
-    """A visible asset (and a failing check) per definition file that has problems."""
+def broken_file_specs(
+    catalog: Catalog, naming: c.Naming = c.DEFAULT_NAMING
+) -> tuple[list[dg.AssetSpec], list[dg.AssetChecksDefinition]]:
+    """A visible asset (and a failing check) per definition file that has problems
+    (``<naming prefix>_pipekit_broken_<file>`` with a :class:`~pipekit_dagster.constants.Naming` prefix)."""
     specs: list[dg.AssetSpec] = []
     checks: list[dg.AssetChecksDefinition] = []
     taken = set(catalog.modules)
     for file, problems in catalog.broken_files().items():
-        name = broken_asset_name(catalog.defs_dir, file)
+        name = naming(broken_asset_name(catalog.defs_dir, file))
         while name in taken:
             name += "_"
         taken.add(name)

@@ -8,6 +8,8 @@ plus the ``pipekit/...`` keys below, kept in one place so tests, sensors and use
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # -- resource keys ------------------------------------------------------------------------------
 PIPEKIT_RESOURCE_KEY = "pipekit"
 RUN_OPTIONS_RESOURCE_KEY = "pipekit_run"
@@ -40,6 +42,55 @@ def sensor_name(module: str) -> str:
 def dest_pool(connection: str) -> str:
     """The Dagster pool of the stage and merge ops that load into ``connection``."""
     return f"pipekit_dest_{connection}"
+
+
+@dataclass(frozen=True)
+class Naming:
+    """The Dagster names of one set of pipekit definitions (one definitions folder).
+
+    ``Naming()`` (prefix ``""``, what ``build_definitions`` uses by default) gives the names above:
+    ``<module>_job``, ``<group>_job``, ``pipekit_all_job``, ``<owner>_schedule``, ``<module>_sensor``,
+    ``pipekit_run_failure_sensor``, ``pipekit_module_checks``, the resource key ``pipekit``, the pools
+    ``pipekit_dest_<conn>``, the ops ``pipekit_<phase>...`` and the assets ``pipekit_broken_<file>``.
+    With a prefix (a :class:`~pipekit_dagster.component.PipekitComponent`'s ``name``) every one of
+    them becomes ``<prefix>_<name>``, so two definitions folders coexist in one code location.
+    The per-run options resource ``pipekit_run`` keeps its key: one run config serves every folder.
+    """
+
+    prefix: str = ""
+
+    def __call__(self, name: str) -> str:
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    @property
+    def resource_key(self) -> str:
+        return self(PIPEKIT_RESOURCE_KEY)
+
+    @property
+    def all_job(self) -> str:
+        return self(ALL_JOB)
+
+    @property
+    def run_failure_sensor(self) -> str:
+        return self(RUN_FAILURE_SENSOR)
+
+    def module_job(self, module: str) -> str:
+        return self(module_job_name(module))
+
+    def group_job(self, group: str) -> str:
+        return self(group_job_name(group))
+
+    def schedule(self, owner: str) -> str:
+        return self(schedule_name(owner))
+
+    def sensor(self, module: str) -> str:
+        return self(sensor_name(module))
+
+    def dest_pool(self, connection: str) -> str:
+        return self(dest_pool(connection))
+
+
+DEFAULT_NAMING = Naming()
 
 
 # -- run tags (per-run options; schedules and the UI's tag editor can set them) ---------------

@@ -35,19 +35,20 @@ def build_jobs(
     catalog: Catalog,
     keys: Mapping[str, dg.AssetKey],
     partitions: Mapping[str, dg.PartitionsDefinition | None] | None = None,
+    naming: c.Naming = c.DEFAULT_NAMING,
 ) -> dict[str, AssetJob]:
     """Job name -> asset job, for every enabled module, every group with an enabled member, and all.
 
     ``keys``: module name -> asset key (from the translator); ``partitions``: module name -> its
     asset's ``partitions_def`` (missing: unpartitioned). See the module docstring for how jobs
-    treat members with different partitions.
+    treat members with different partitions. ``naming``: the job names (:class:`~pipekit_dagster.constants.Naming`).
     """
     parts = partitions or {}
     jobs: dict[str, AssetJob] = {}
     for mod in catalog.enabled_modules():
         if mod.name not in keys:
             continue
-        name = c.module_job_name(mod.name)
+        name = naming.module_job(mod.name)
         pdef = parts.get(mod.name)
         jobs[name] = dg.define_asset_job(
             name=name,
@@ -60,7 +61,7 @@ def build_jobs(
         if not members:
             continue
         stop = "stops at the first failure" if group.stop_on_failure else "runs every member even after a failure"
-        name = c.group_job_name(group.name)
+        name = naming.group_job(group.name)
         pdef = parts.get(members[0])
         jobs[name] = dg.define_asset_job(
             name=name,
@@ -73,8 +74,8 @@ def build_jobs(
     members, left_out = job_members(list(keys), parts)
     if members:
         pdef = parts.get(members[0])
-        jobs[c.ALL_JOB] = dg.define_asset_job(
-            name=c.ALL_JOB,
+        jobs[naming.all_job] = dg.define_asset_job(
+            name=naming.all_job,
             selection=dg.AssetSelection.assets(*(keys[m] for m in members)),
             partitions_def=pdef,
             description="Every enabled pipekit module, in dependency order." + _partitions_note(pdef, left_out),

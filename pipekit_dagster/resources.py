@@ -87,6 +87,12 @@ class PipekitRunOptions(dg.ConfigurableResource):
         )
 
 
+RUN_OPTIONS = PipekitRunOptions()
+"""The ``pipekit_run`` resource every pipekit ``Definitions`` binds: one object, because
+``Definitions.merge`` (what ``dg`` does with several Components) accepts a key bound twice only
+to the same object; one run config then serves every definitions folder."""
+
+
 class EventLog:
     """Sends a module run's events to the Dagster log of whichever op is running it.
 

@@ -33,18 +33,19 @@ def build_schedules(
     jobs: Mapping[str, AssetJob],
     timezone: str,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
+    naming: c.Naming = c.DEFAULT_NAMING,
 ) -> list[dg.ScheduleDefinition]:
-    """One schedule per module or group with a ``schedule:`` whose job exists."""
+    """One schedule per module or group with a ``schedule:`` whose job exists (names: ``naming``)."""
     out: list[dg.ScheduleDefinition] = []
     owners: list[tuple[str, str | None, str, str]] = [
-        (m.name, m.schedule, c.module_job_name(m.name), "module") for m in catalog.enabled_modules()
+        (m.name, m.schedule, naming.module_job(m.name), "module") for m in catalog.enabled_modules()
     ]
-    owners += [(g.name, g.schedule, c.group_job_name(g.name), "group") for g in catalog.groups.values()]
+    owners += [(g.name, g.schedule, naming.group_job(g.name), "group") for g in catalog.groups.values()]
     for owner, cron, job_name, kind in owners:
         if not cron or job_name not in jobs:
             continue
         job = jobs[job_name]
-        name = c.schedule_name(owner)
+        name = naming.schedule(owner)
         if job.partitions_def is not None:
             out.append(partitioned_schedule(name, cron, job, timezone, default_status, f"{kind} '{owner}'"))
             continue

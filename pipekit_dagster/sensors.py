@@ -17,7 +17,7 @@ Run-failure sensor ``pipekit_run_failure_sensor``: one line per failed module of
 # sensor parameters (context, resources) when the definitions are built.
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -33,32 +33,36 @@ def build_probe_sensors(
     catalog: Catalog,
     jobs: Mapping[str, AssetJob],
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    naming: c.Naming = c.DEFAULT_NAMING,
 ) -> list[dg.SensorDefinition]:
-    """One probe sensor per enabled module with ``sensor:`` (and a job)."""
+    """One probe sensor per enabled module with ``sensor:`` (and a job); names and the resource
+    key from ``naming``."""
     out = []
     for mod in catalog.enabled_modules():
-        job = jobs.get(c.module_job_name(mod.name))
+        job = jobs.get(naming.module_job(mod.name))
         if mod.sensor is not None and job is not None:
-            out.append(probe_sensor(mod, job, default_status))
+            out.append(probe_sensor(mod, job, default_status, naming))
     return out
 
 
 def probe_sensor(
-    mod: Module, job: AssetJob, default_status: dg.DefaultSensorStatus
+    mod: Module, job: AssetJob, default_status: dg.DefaultSensorStatus, naming: c.Naming = c.DEFAULT_NAMING
 ) -> dg.SensorDefinition:
     assert mod.sensor is not None
     name = mod.name
+    resource_key = naming.resource_key
 
     @dg.sensor(
-        name=c.sensor_name(name),
+        name=naming.sensor(name),
         job=job,
         minimum_interval_seconds=mod.sensor.interval,
         default_status=default_status,
         description=f"Runs module '{name}' when its probe on '{mod.source}' changes value "
         f"(every {mod.sensor.interval} s): {mod.sensor.probe.strip()}",
+        required_resource_keys={resource_key},
     )
-    def _sensor(context: dg.SensorEvaluationContext, pipekit: PipekitResource) -> dg.SensorResult:
-        value = probe_value(pipekit, name)
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        value = probe_value(getattr(context.resources, resource_key), name)
         cursor = json.dumps(value)
         if context.cursor is None:
             return dg.SensorResult(skip_reason=f"first probe of '{name}': recorded {value!r}", cursor=cursor)
@@ -143,16 +147,28 @@ def module_failures(context: dg.RunFailureSensorContext) -> list[ModuleFailure]:
 def build_run_failure_sensor(
     notify: Callable[[list[ModuleFailure]], None] | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    naming: c.Naming = c.DEFAULT_NAMING,
+    modules: Collection[str] | None = None,
+    jobs: Collection[str] = (),
 ) -> dg.SensorDefinition:
-    """The run-failure sensor; ``notify`` (optional) gets the failures of each failed run."""
+    """The run-failure sensor; ``notify`` (optional) gets the failures of each failed run.
+
+    ``modules`` (None: every pipekit module) limits it to the modules of one definitions folder,
+    so that two folders in one code location (two Components) do not both report a failure; a
+    failed run with no failed module step is then reported only when its job is one of ``jobs``.
+    """
 
     @dg.run_failure_sensor(
-        name=c.RUN_FAILURE_SENSOR,
+        name=naming.run_failure_sensor,
         default_status=default_status,
         description="Logs one line per failed pipekit module of a failed run (the hook point for alerts).",
     )
     def _sensor(context: dg.RunFailureSensorContext) -> None:
         failures = module_failures(context)
+        if modules is not None:
+            failures = [f for f in failures if f.module in modules]
+            if not failures and context.dagster_run.job_name not in jobs:
+                return
         if not failures:
             message = (context.failure_event.message or "").strip().splitlines()
             context.log.error(f"pipekit: run {context.dagster_run.run_id[:8]} ({context.dagster_run.job_name}) failed: "

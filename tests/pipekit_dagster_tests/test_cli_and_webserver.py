@@ -47,7 +47,7 @@ def test_definitions_import_is_light_and_touches_nothing(tmp_path: Path) -> None
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["3", "False", "False"]
+    assert out.stdout.split() == ["6", "False", "False"]  # 3 modules and the 3 source tables they read
     assert not (tmp_path / "pipekit.db").exists() and not (defs / "data").exists()
 
 

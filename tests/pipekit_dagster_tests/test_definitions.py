@@ -40,12 +40,15 @@ def test_definitions_module_loads_the_demo_without_touching_a_database(tmp_path:
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"customers", "orders", "order_events"}
+    # the modules, and the source tables their queries read (lineage: external assets)
+    assert keys == {"customers", "orders", "order_events",
+                    "demo_erp/main/customers", "demo_erp/main/orders", "demo_erp/main/order_events"}
     orders = graph.get(dg.AssetKey("orders"))
     assert orders.group_name == "demo"
     assert orders.kinds == {"sqlite"}
-    assert orders.parent_keys == {dg.AssetKey("customers")}  # deps: [customers]
-    assert graph.get(dg.AssetKey("order_events")).parent_keys == {dg.AssetKey("orders")}  # group order
+    assert orders.parent_keys == {dg.AssetKey("customers"), dg.AssetKey(["demo_erp", "main", "orders"])}  # deps: [customers]
+    assert graph.get(dg.AssetKey("order_events")).parent_keys == {
+        dg.AssetKey("orders"), dg.AssetKey(["demo_erp", "main", "order_events"])}  # group order
     specs = {s.key.to_user_string(): s for a in defs.assets for s in getattr(a, "specs", [])}
     catalog_mod = __import__("pipekit_core.defs", fromlist=["load_catalog"]).load_catalog(defs_dir)
     assert specs["orders"].code_version == catalog_mod.modules["orders"].definition_hash()
@@ -108,7 +111,7 @@ def test_broken_file_keeps_the_other_modules_loading(
     assert any("sideways" in r.getMessage() or "strategy" in r.getMessage() for r in caplog.records)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"customers", "pipekit_broken_sub_bad"}
+    assert keys == {"customers", "pipekit_broken_sub_bad", "erp/main/customers"}
     broken = graph.get(dg.AssetKey("pipekit_broken_sub_bad"))
     assert broken.group_name == c.PROBLEMS_GROUP
     assert "broken_one" in (broken.description or "") and "strategy" in (broken.description or "")
@@ -137,7 +140,7 @@ def test_translator_override_keeps_lineage(demo: PipekitEnv) -> None:
     defs = build_definitions(translator=PrefixTranslator())
     graph = defs.resolve_asset_graph()
     orders = graph.get(dg.AssetKey(["erp", "orders"]))
-    assert orders.parent_keys == {dg.AssetKey(["erp", "customers"])}
+    assert orders.parent_keys == {dg.AssetKey(["erp", "customers"]), dg.AssetKey(["demo_erp", "main", "orders"])}
     assert orders.owners == ["team:data"]
     assert defs.resolve_job_def("orders_job").asset_layer.executable_asset_keys == {dg.AssetKey(["erp", "orders"])}
 
@@ -152,5 +155,5 @@ groups:
   loose: {modules: [a, b, c], stop_on_failure: false}
 """)
     graph = build_definitions().resolve_asset_graph()
-    assert graph.get(dg.AssetKey("b")).parent_keys == set()
-    assert graph.get(dg.AssetKey("c")).parent_keys == {dg.AssetKey("a")}  # real deps stay
+    assert {k for k in graph.get(dg.AssetKey("b")).parent_keys if not graph.get(k).is_external} == set()
+    assert {k for k in graph.get(dg.AssetKey("c")).parent_keys if not graph.get(k).is_external} == {dg.AssetKey("a")}  # real deps stay
