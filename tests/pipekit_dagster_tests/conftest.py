@@ -180,24 +180,25 @@ def dagster_cmd(name: str) -> str:
 
 
 @contextlib.contextmanager
-def dagster_dev(root: Path, env: dict[str, str], port: int | None = None) -> Iterator[str]:
-    """``dagster dev`` (webserver + daemon) on the repo's workspace, run in ``root`` with ``env``
-    (the whole environment); yields its URL once it answers, and stops its process group after."""
+def dagster_dev(root: Path, env: dict[str, str], port: int | None = None, argv: list[str] | None = None,
+                log_name: str = "dagster-dev.log", timeout: float = 120) -> Iterator[str]:
+    """A development server (default: ``dagster dev`` on the repo's workspace; ``argv`` with
+    ``{port}`` for another, e.g. ``dg dev``) run in ``root`` with ``env`` (the whole environment);
+    yields its URL once it answers /server_info, and stops its process group after."""
     port = port or free_port()
-    log = open(root / "dagster-dev.log", "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [dagster_cmd("dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    cmd = [a.format(port=port) for a in argv] if argv else [
+        dagster_cmd("dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    log = open(root / log_name, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
-            assert proc.poll() is None, (root / "dagster-dev.log").read_text()[-3000:]
+            assert proc.poll() is None, (root / log_name).read_text()[-3000:]
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/server_info", timeout=2).ok:
                     break
-            assert time.monotonic() < deadline, "dagster dev did not answer /server_info in 120 s"
+            assert time.monotonic() < deadline, f"{cmd[0]} {cmd[1]} did not answer /server_info in {timeout:g} s"
             time.sleep(0.5)
         yield url
     finally:

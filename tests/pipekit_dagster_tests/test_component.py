@@ -12,23 +12,20 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 
 from pipekit_core.demo import make_demo_data
 from pipekit_core.repo import Repository
 from pipekit_dagster import PipekitComponent
 from pipekit_dagster import constants as c
 from tests.dagster_graphql import launch_run, run_status
-from tests.pipekit_dagster_tests.conftest import REPO, VENV_BIN, free_port
+from tests.pipekit_dagster_tests.conftest import REPO, VENV_BIN, dagster_dev
 
 pytestmark = pytest.mark.dagster
 
@@ -192,35 +189,10 @@ def test_component_in_python_keeps_build_definitions_names() -> None:
     assert model is not None and {"defs", "database", "config", "name", "translation"} <= set(model.model_fields)
 
 
-@contextlib.contextmanager
-def _dg_dev(project: Project) -> Iterator[str]:
-    port = free_port()
-    log = open(project.root / "dg-dev.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project.root, env=project.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, (project.root / "dg-dev.log").read_text()[-3000:]
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            assert time.monotonic() < deadline, "dg dev did not answer /server_info in 150 s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+def _dg_dev(project: Project) -> contextlib.AbstractContextManager[str]:
+    """``dg dev`` in the project (webserver + daemon); yields its URL once it answers."""
+    argv = [str(VENV_BIN / "dg"), "dev", "--host", "127.0.0.1", "--port", "{port}"]
+    return dagster_dev(project.root, project.env, argv=argv, log_name="dg-dev.log", timeout=150)
 
 
 def test_dg_dev_materializes_a_component_asset_through_the_webserver(project: Project) -> None:
