@@ -310,7 +310,9 @@ class _Loader:
         try:
             root, dups, data = _parse_yaml(path.read_text(encoding="utf-8"))
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
+            # An unclosed quote is found at the end of the file: point at where the scalar starts.
+            unclosed = (e.context or "").startswith("while scanning a quoted scalar") and e.context_mark
+            mark = e.context_mark if unclosed else (e.problem_mark or e.context_mark)
             msg = " ".join(str(x) for x in (e.context, e.problem) if x)
             self.problem(file, mark.line + 1 if mark else None, f"invalid YAML: {msg}")
             return

@@ -22,7 +22,15 @@ if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || ! command -v sqlite3 >/d
     exit 1
   fi
 fi
+PORT="${PIPEKIT_TEST_PG_PORT:-54329}"
+STARTED=0
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then STARTED=1; fi
 export PIPEKIT_TEST_PG="$(bash scripts/pg-start.sh)"
+# A server this run started is stopped when it ends (PIPEKIT_KEEP_PG=1 keeps it for repeated runs;
+# scripts/pg-stop.sh stops it later). One that was already running is left as it was.
+if [ "$STARTED" = "1" ] && [ "${PIPEKIT_KEEP_PG:-0}" != "1" ]; then
+  trap 'bash scripts/pg-stop.sh || true' EXIT
+fi
 
 .venv/bin/ruff check pipekit_core pipekit_dagster tests bench
 .venv/bin/mypy

@@ -87,3 +87,11 @@ def test_ctrl_c_is_recorded_as_cancelled(tmp_path: Path) -> None:
     run = Repository(tmp_path / "pipekit.db").history("m", 1)[0]
     assert run["status"] == "cancelled"
     assert run["error"].startswith("module 'm' cancelled in phase 'stage'") and "failed" not in run["error"]
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
+    text = "modules:\n" + "".join(f"  - name: m{i}\n    source: s\n" for i in range(3)) + "  - name: 'broken\n" + "    x: 1\n" * 5
+    write_defs(tmp_path / "defs", text)
+    r = run_cli(["validate"], tmp_path)
+    assert r.returncode == 1
+    assert "defs.yaml:8: invalid YAML: while scanning a quoted scalar" in r.stderr + r.stdout
