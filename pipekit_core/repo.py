@@ -564,6 +564,16 @@ class Repository:
             return self._runs("ORDER BY id DESC LIMIT ?", limit)
         return self._runs("WHERE module = ? ORDER BY id DESC LIMIT ?", module, limit)
 
+    def finished_runs_after(self, run_id: int, limit: int = 1000) -> list[dict]:
+        """Runs with an id above ``run_id``, in id order, up to the first one still running (so a
+        reader that remembers the last id it saw misses none), without their logs."""
+        out = []
+        for r in self._rows("SELECT * FROM run_log WHERE id > ? ORDER BY id LIMIT ?", run_id, limit):
+            if r["status"] == "running":
+                break
+            out.append(self._decode(r))
+        return out
+
     def last_run(self, module: str) -> dict | None:
         """The module's newest run, whatever its status."""
         rows = self.history(module, 1)

@@ -31,7 +31,12 @@ from pipekit_dagster.checks import broken_file_specs, build_module_checks
 from pipekit_dagster.jobs import build_jobs
 from pipekit_dagster.resources import RUN_OPTIONS, PipekitResource
 from pipekit_dagster.schedules import build_schedules
-from pipekit_dagster.sensors import ModuleFailure, build_probe_sensors, build_run_failure_sensor
+from pipekit_dagster.sensors import (
+    ModuleFailure,
+    build_cli_runs_sensor,
+    build_probe_sensors,
+    build_run_failure_sensor,
+)
 from pipekit_dagster.translator import PipekitTranslator, build_asset_specs, build_source_asset_specs
 
 logger = logging.getLogger("pipekit_dagster")
@@ -82,6 +87,7 @@ def build_definitions(
         jobs=list(jobs.values()),
         schedules=build_schedules(catalog, jobs, timezone, schedule_status, naming),
         sensors=[*build_probe_sensors(catalog, jobs, sensor_status, naming),
+                 build_cli_runs_sensor(keys, sensor_status, naming),
                  build_run_failure_sensor(notify_failures, sensor_status, naming, **scope),
                  *automation_sensor(specs.values(), sensor_status, naming(AUTOMATION_SENSOR))],
         # the pipekit_run instance is shared, so that several folders' Definitions merge (dg)

@@ -16,6 +16,7 @@ Run-failure sensor ``pipekit_run_failure_sensor``: one line per failed module of
 # No `from __future__ import annotations` here: Dagster reads the annotations of op, check and
 # sensor parameters (context, resources) when the definitions are built.
 
+import datetime as dt
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -78,6 +79,78 @@ def probe_sensor(
         return dg.SensorResult(run_requests=[dg.RunRequest(tags=tags, partition_key=key)], cursor=cursor)
 
     return _sensor
+
+
+CLI_RUNS_SENSOR = "pipekit_cli_runs_sensor"
+CLI_RUNS_INTERVAL_S = 30
+
+
+def build_cli_runs_sensor(
+    keys: Mapping[str, dg.AssetKey], default_status: dg.DefaultSensorStatus, naming: c.Naming = c.DEFAULT_NAMING
+) -> dg.SensorDefinition:
+    """``pipekit_cli_runs_sensor``: runs made outside Dagster (``pipekit run``) become the modules'
+    materializations (runless asset events, with the run's counts), so the catalog never says
+    "never materialized" about a table the CLI filled. It reads the repository's finished runs
+    after the last one it saw (its cursor); its first evaluation reports each module's newest
+    successful run only. ``keys``: module name -> asset key."""
+    resource_key = naming.resource_key
+
+    @dg.sensor(
+        name=naming(CLI_RUNS_SENSOR),
+        minimum_interval_seconds=CLI_RUNS_INTERVAL_S,
+        default_status=default_status,
+        description="Reports pipekit runs made outside Dagster (`pipekit run`) as materializations of their "
+        f"modules' assets (checks the repository every {CLI_RUNS_INTERVAL_S} s).",
+        required_resource_keys={resource_key},
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        pipekit: PipekitResource = getattr(context.resources, resource_key)
+        events, cursor = cli_run_events(pipekit, keys, context.cursor)
+        if not events:
+            return dg.SensorResult(skip_reason="no new pipekit runs outside Dagster", cursor=cursor)
+        return dg.SensorResult(asset_events=events, cursor=cursor)
+
+    return _sensor
+
+
+def cli_run_events(
+    pipekit: PipekitResource, keys: Mapping[str, dg.AssetKey], cursor: str | None
+) -> tuple[list[dg.AssetMaterialization], str | None]:
+    """The materializations of the finished runs after ``cursor`` (a run id) that Dagster did not
+    start, and the new cursor. A run whose merge committed (success, or ``committed``) counts."""
+    from pipekit_core.repo import Repository
+
+    settings = pipekit.load_settings()
+    if not settings.database.exists():
+        return [], cursor
+    runs = Repository(settings.database).finished_runs_after(int(cursor or 0), limit=1000 if cursor else 100_000)
+    if not runs:
+        return [], cursor
+    chosen: dict[tuple[str, str | None], dict] = {}
+    engine = pipekit.engine()
+    for r in runs:
+        if r["status"] not in ("success", "committed") or r.get("dagster_run_id") or r["module"] not in keys:
+            continue
+        window = (r.get("options") or {}).get("window")
+        parts: list[str | None] = [None]
+        if window:
+            spec = engine.partition_spec(engine.module(r["module"])) if r["module"] in engine.catalog.modules else None
+            if spec is not None:
+                parts = list(spec.keys(spec.between(dt.datetime.fromisoformat(window["start"]),
+                                                    dt.datetime.fromisoformat(window["end"]))))
+        for part in parts:
+            chosen[(r["module"], part)] = r  # the newest run per module (and partition) wins
+    events = []
+    for (module, part), r in sorted(chosen.items(), key=lambda kv: kv[1]["id"]):
+        md = {k: v for k, v in {
+            c.ROW_COUNT: r.get("row_count"), c.ROWS_INSERTED: r.get("rows_inserted"), c.ROWS_DELETED: r.get("rows_deleted"),
+            c.RUN_ID: r["id"], c.TRIGGER_TAG: r.get("trigger") or "cli", c.TRANSPORT: r.get("transport"),
+            c.WINDOW_ROW_COUNT: r.get("window_row_count"),
+        }.items() if v is not None}
+        events.append(dg.AssetMaterialization(asset_key=keys[module], partition=part, metadata=md,
+                                              description=f"pipekit run {r['id']} ({r.get('trigger') or 'cli'}, "
+                                                          f"{r['status']}, finished {r.get('finished_at')})"))
+    return events, str(runs[-1]["id"])
 
 
 def probe_value(pipekit: PipekitResource, module: str) -> str | None:

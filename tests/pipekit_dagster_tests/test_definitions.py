@@ -67,7 +67,7 @@ def test_definitions_module_loads_the_demo_without_touching_a_database(tmp_path:
     assert schedules["orders_schedule"].execution_timezone == tz
     assert schedules["demo_schedule"].job_name == "demo_job"
     sensors = {s.name: s for s in repo_def.sensor_defs}
-    assert set(sensors) == {"order_events_sensor", c.RUN_FAILURE_SENSOR}
+    assert set(sensors) == {"order_events_sensor", c.RUN_FAILURE_SENSOR, "pipekit_cli_runs_sensor"}
     assert sensors["order_events_sensor"].minimum_interval_seconds == 60
     assert type(defs.executor).__name__ == "ExecutorDefinition" and defs.executor.name == "in_process"
 

@@ -9,7 +9,7 @@ import subprocess
 import dagster as dg
 import pytest
 
-from pipekit_dagster import build_definitions
+from pipekit_dagster import PipekitResource, build_definitions
 from pipekit_dagster import constants as c
 from tests.helpers import PIPEKIT
 from tests.pipekit_dagster_tests.conftest import PipekitEnv
@@ -102,3 +102,28 @@ modules:
     assert keyed.passed and scanned.passed
     assert keyed.metadata["pipekit/guaranteed_by"].value == "unique key"  # created with its primary key: no scan
     assert "pipekit/guaranteed_by" not in scanned.metadata  # no key: the table was scanned
+
+
+def test_cli_runs_become_materializations_in_dagster(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    """`pipekit run` outside Dagster: the CLI-runs sensor reports it as the asset's materialization."""
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", ""))
+    env = {"PIPEKIT_DEFS": str(blank.defs), "PIPEKIT_DB": str(blank.db), "PATH": "/usr/bin:/bin"}
+    assert subprocess.run([PIPEKIT, "run", "m"], env=env, capture_output=True, text=True, timeout=60).returncode == 0
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("pipekit_cli_runs_sensor")
+    with dg.build_sensor_context(instance=instance, resources={"pipekit": PipekitResource()}) as ctx:
+        first = sensor.evaluate_tick(ctx)
+    events = first.asset_events
+    assert [e.asset_key for e in events] == [dg.AssetKey("m")]
+    md = {k: getattr(v, "value", v) for k, v in events[0].metadata.items()}
+    assert md[c.ROW_COUNT] == 5 and md[c.RUN_ID] == blank.repo().last_run("m")["id"]  # type: ignore[index]
+    # a Dagster run is not reported again; a second CLI run is, once
+    defs.resolve_job_def("m_job").execute_in_process(instance=instance)
+    assert subprocess.run([PIPEKIT, "run", "m"], env=env, capture_output=True, text=True, timeout=60).returncode == 0
+    with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"pipekit": PipekitResource()}) as ctx:
+        second = sensor.evaluate_tick(ctx)
+    assert len(second.asset_events) == 1
+    with dg.build_sensor_context(instance=instance, cursor=second.cursor, resources={"pipekit": PipekitResource()}) as ctx:
+        third = sensor.evaluate_tick(ctx)
+    assert not third.asset_events and third.cursor == second.cursor  # nothing new
