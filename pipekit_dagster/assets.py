@@ -72,7 +72,7 @@ def build_pipekit_assets(
         assets = build_pipekit_assets(catalog)
     """
     specs = specs if specs is not None else build_asset_specs(catalog, translator, timezone)
-    return [module_asset(data, specs[data.name], naming) for data in module_data(catalog, timezone)]
+    return [module_asset(data, specs[data.name], naming) for data in module_data(catalog, timezone, naming.prefix)]
 
 
 def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming = c.DEFAULT_NAMING) -> dg.AssetsDefinition:

@@ -152,24 +152,27 @@ class PipekitComponent(dg.Component, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         build_definitions = _build_definitions()
+        naming = self.naming(context)
         return build_definitions(
             self.resource(context),
             _ComponentTranslator(self),
             schedule_status=dg.DefaultScheduleStatus(self.schedule_status.upper()),
             sensor_status=dg.DefaultSensorStatus(self.sensor_status.upper()),
             notify_failures=self.notify_failures,
-            naming=self.naming(context),
+            naming=naming,
         )
 
 
 class _ComponentTranslator(PipekitTranslator):
-    """The component's :meth:`PipekitComponent.get_asset_spec` as a translator."""
+    """The component's :meth:`PipekitComponent.get_asset_spec` as a translator (the source tables
+    its modules read are keyed under the instance's name: PipekitSourceTable.namespace)."""
 
     def __init__(self, component: "PipekitComponent") -> None:
         self.component = component
 
     def get_asset_spec(self, data: PipekitModuleData) -> dg.AssetSpec:
         return self.component.get_asset_spec(data)
+
 
 
 def _build_definitions():  # noqa: ANN202 - returns pipekit_dagster.definitions.build_definitions

@@ -73,7 +73,7 @@ def build_definitions(
     for problem in catalog.problems:
         logger.warning("pipekit: definition problem (not loaded): %s", problem)
 
-    specs = build_asset_specs(catalog, translator, timezone)
+    specs = build_asset_specs(catalog, translator, timezone, naming.prefix)
     assets = build_pipekit_assets(catalog, translator, specs, timezone, naming)
     keys = {name: spec.key for name, spec in specs.items()}
     jobs = build_jobs(catalog, keys, {name: spec.partitions_def for name, spec in specs.items()}, naming)
@@ -82,7 +82,7 @@ def build_definitions(
     # folder's sensor reports its own)
     scope: dict = {"modules": set(catalog.modules), "jobs": set(jobs)} if naming.prefix else {}
     return dg.Definitions(
-        assets=[*assets, *build_source_asset_specs(catalog, translator, timezone), *broken_specs],
+        assets=[*assets, *build_source_asset_specs(catalog, translator, timezone, naming.prefix), *broken_specs],
         asset_checks=[*build_module_checks(catalog, keys, naming), *broken_checks],
         jobs=list(jobs.values()),
         schedules=build_schedules(catalog, jobs, timezone, schedule_status, naming),

@@ -59,6 +59,9 @@ class PipekitSourceTable:
     kind: str
     table: TableRef
     module: str | None = None
+    # the first part of its key: a Component instance's name, since its connection names are its
+    # own folder's (another instance's 'erp' may be another database); "" for build_definitions
+    namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class PipekitModuleData:
         return self.module.name
 
 
-def module_data(catalog: Catalog, timezone: str | None = None) -> list[PipekitModuleData]:
+def module_data(catalog: Catalog, timezone: str | None = None, namespace: str = "") -> list[PipekitModuleData]:
     """One :class:`PipekitModuleData` per enabled module, in dependency order (pure).
 
     ``timezone``: the ``timezone`` setting, the default of ``partitions: timezone`` (None: read it
@@ -123,7 +126,7 @@ def module_data(catalog: Catalog, timezone: str | None = None) -> list[PipekitMo
                 if not _reaches(upstream, before, after):
                     upstream[after].append(before)
     kinds = {name: conn.kind for name, conn in catalog.connections.items()}
-    lineages, reads, left_out = _lineage_edges(enabled, kinds, upstream)
+    lineages, reads, left_out = _lineage_edges(enabled, kinds, upstream, namespace)
     names = list(enabled)
     ordered = catalog.in_dependency_order(group_order + [n for n in names if n not in group_order])
     if any(r.module is not None for rs in reads.values() for r in rs):
@@ -154,7 +157,7 @@ def module_data(catalog: Catalog, timezone: str | None = None) -> list[PipekitMo
 
 
 def _lineage_edges(
-    enabled: dict[str, Module], kinds: dict[str, str], upstream: dict[str, list[str]]
+    enabled: dict[str, Module], kinds: dict[str, str], upstream: dict[str, list[str]], namespace: str = ""
 ) -> tuple[dict[str, QueryLineage], dict[str, tuple[PipekitSourceTable, ...]], dict[str, tuple[str, ...]]]:
     """Parse each module's query (:func:`pipekit_core.lineage.module_lineage`, cached by query
     text) and add to ``upstream`` (in place) an edge to each module whose destination table it
@@ -181,14 +184,14 @@ def _lineage_edges(
             if name in owners:
                 continue  # the module reads its own table (a self-join, NOT EXISTS, ...): no self-dependency
             if not owners:
-                found.append(PipekitSourceTable(mod.source, kind, table))
+                found.append(PipekitSourceTable(mod.source, kind, table, namespace=namespace))
             for owner in owners:
                 if owner not in upstream[name] and _reaches(upstream, owner, name):
                     skipped.append(owner)
                     continue
                 if owner not in upstream[name]:
                     upstream[name].append(owner)
-                found.append(PipekitSourceTable(mod.source, kind, table, owner))
+                found.append(PipekitSourceTable(mod.source, kind, table, owner, namespace))
         reads[name], left_out[name] = tuple(found), tuple(dict.fromkeys(skipped))
     return lineages, reads, left_out
 
@@ -299,7 +302,7 @@ class PipekitTranslator:
         alone: every module that reads the table must get the same spec.
         """
         return dg.AssetSpec(
-            key=dg.AssetKey([table.connection, *table.table.parts]),
+            key=dg.AssetKey([*([table.namespace] if table.namespace else []), table.connection, *table.table.parts]),
             description=f"Table {table.table} on connection '{table.connection}' ({table.kind}), read by "
             "pipekit modules; pipekit does not materialize it.",
             group_name=SOURCES_GROUP,
@@ -386,14 +389,14 @@ def sql_markdown(sql: str | None) -> str:
 
 
 def build_asset_specs(
-    catalog: Catalog, translator: PipekitTranslator | None = None, timezone: str | None = None
+    catalog: Catalog, translator: PipekitTranslator | None = None, timezone: str | None = None, namespace: str = ""
 ) -> dict[str, dg.AssetSpec]:
     """Module name -> spec for every enabled module; deps on modules follow overridden keys.
 
     ``timezone``: the default timezone of partitions (see :func:`module_data`).
     """
     translator = translator or PipekitTranslator()
-    datas = module_data(catalog, timezone)
+    datas = module_data(catalog, timezone, namespace)
     _log_lineage(datas)
     specs = {d.name: translator.get_asset_spec(d) for d in datas}
     moved = {default_asset_key(name): spec.key for name, spec in specs.items() if spec.key != default_asset_key(name)}
@@ -409,14 +412,14 @@ def build_asset_specs(
 
 
 def build_source_asset_specs(
-    catalog: Catalog, translator: PipekitTranslator | None = None, timezone: str | None = None
+    catalog: Catalog, translator: PipekitTranslator | None = None, timezone: str | None = None, namespace: str = ""
 ) -> list[dg.AssetSpec]:
     """The external assets of the tables the enabled modules read and no module writes, one per
     key (:meth:`PipekitTranslator.get_source_asset_spec`); add them to the Definitions beside the
     module assets."""
     translator = translator or PipekitTranslator()
     out: dict[dg.AssetKey, dg.AssetSpec] = {}
-    for data in module_data(catalog, timezone):
+    for data in module_data(catalog, timezone, namespace):
         for table in data.reads:
             if table.module is None:
                 spec = translator.get_source_asset_spec(table)

@@ -257,3 +257,26 @@ def test_prefixed_run_failure_sensor_reports_only_its_own_modules(blank, instanc
     theirs: list[ModuleFailure] = []
     evaluate(build_run_failure_sensor(theirs.extend, naming=c.Naming("b"), modules={"other"}, jobs={"b_other_job"}))
     assert theirs == []
+
+
+def test_two_instances_reading_the_same_table_each_key_their_source_assets(project: Project) -> None:
+    """A copy of erp_sync as a second instance: both read erp's main.customers. The source assets
+    are keyed under each instance's name (dg adds each instance's origin to its specs, so one key
+    with two specs would not load; and another folder's 'erp' may be another database)."""
+    second = project.root / PACKAGE / "defs" / "erp_copy"
+    shutil.copytree(project.root / ERP, second, ignore=shutil.ignore_patterns("data", "*.db", "*.db-*"))
+    make_demo_data(second / "module_defs" / "data")
+    yaml_file = second / "defs.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("name: erp\n", "name: erp2\n").replace("key_prefix: erp\n", "key_prefix: erp2\n"))
+    mods = second / "module_defs" / "erp.yaml"  # module names are one namespace per code location
+    text = mods.read_text()
+    for a, b in (("- name: customers\n", "- name: customers_2\n"), ("- name: orders\n", "- name: orders_2\n"),
+                 ("deps: [customers]", "deps: [customers_2]"), ("modules: [customers, orders]", "modules: [customers_2, orders_2]"),
+                 ("dest_table: customers\n", "dest_table: customers2\n"), ("dest_table: orders\n", "dest_table: orders2\n")):
+        assert a in text, a
+        text = text.replace(a, b)
+    mods.write_text(text)
+    project.dg("check", "defs")
+    assets = set(_assets(project.list_defs()))
+    assert {"erp/erp/main/customers", "erp2/erp/main/customers", "erp/customers", "erp2/customers_2"} <= assets
+    assert "erp/main/customers" not in assets  # no dep on an unprefixed key left behind
