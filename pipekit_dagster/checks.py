@@ -146,7 +146,8 @@ def _duplicate_keys_result(pipekit: PipekitResource, name: str, key: dg.AssetChe
         passed=not rows,
         severity=dg.AssetCheckSeverity.ERROR,
         description=(f"duplicate merge keys in {module.dest_table}: " + "; ".join(shown)) if rows else None,
-        metadata={"pipekit/duplicates": dg.MetadataValue.json(shown), c.MERGE_KEY: ", ".join(module.merge_key)},
+        metadata={"pipekit/duplicate_keys": dg.MetadataValue.int(len(rows)) if len(rows) < SAMPLE else dg.MetadataValue.text(f"{SAMPLE}+"),
+                  "pipekit/duplicates": dg.MetadataValue.json(shown), c.MERGE_KEY: ", ".join(module.merge_key)},
     )
 
 
@@ -197,6 +198,7 @@ def _schema_drift_result(pipekit: PipekitResource, name: str, key: dg.AssetCheck
         severity=dg.AssetCheckSeverity.WARN,
         description=("; ".join(parts) + " (the next run applies schema_change:, see the README)") if parts else None,
         metadata={
+            "pipekit/drifted_columns": dg.MetadataValue.int(len(missing) + len(diff.missing) + len(types)),
             "pipekit/missing_in_destination": dg.MetadataValue.json(missing),
             "pipekit/not_in_source": dg.MetadataValue.json(diff.missing),
             "pipekit/type_changes": dg.MetadataValue.json(types),

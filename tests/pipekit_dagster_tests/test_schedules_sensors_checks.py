@@ -108,7 +108,9 @@ def test_asset_checks_find_duplicate_keys_and_schema_drift(demo: PipekitEnv, ins
     d = checks["no_duplicate_merge_keys"]
     assert not d.passed and d.severity == dg.AssetCheckSeverity.ERROR
     assert "id=7 (2x)" in (d.description or "")
+    assert d.metadata["pipekit/duplicate_keys"].value == 1  # a count, not only the JSON
     s = checks["no_schema_drift"]
     assert not s.passed and s.severity == dg.AssetCheckSeverity.WARN
     assert s.metadata["pipekit/missing_in_destination"].value == ["status"]
+    assert s.metadata["pipekit/drifted_columns"].value == 1
     assert "status" in (s.description or "")
