@@ -107,13 +107,15 @@ def run_phase(
                 run.run_hooks()
         if phase == "hooks":
             result = run.finish()
+            # The metadata goes on the asset's materialization only (the op's asset context: it
+            # belongs to the module's graph-backed asset), not a second time on the step's output.
+            asset_context = dg.AssetExecutionContext.get()
+            asset_context.add_asset_metadata(materialization_metadata(result, pipekit.engine().partition_spec(run.module)))
             if result.partition_row_counts and len(result.partition_row_counts) > 1:
-                # a range run: each partition's materialization gets its own row count (the op's
-                # asset context: the op belongs to the module's graph-backed asset)
-                asset_context = dg.AssetExecutionContext.get()
+                # a range run: each partition's materialization gets its own row count
                 for key, rows in result.partition_row_counts.items():
                     asset_context.add_asset_metadata({c.PARTITION_ROW_COUNT: dg.MetadataValue.int(rows)}, partition_key=key)
-            yield dg.Output(None, metadata=materialization_metadata(result, pipekit.engine().partition_spec(run.module)))
+            yield dg.Output(None)
         else:
             yield dg.Output(None, metadata=phase_metadata(phase, run))
     except Exception as e:

@@ -127,3 +127,13 @@ def test_cli_runs_become_materializations_in_dagster(blank: PipekitEnv, instance
     with dg.build_sensor_context(instance=instance, cursor=second.cursor, resources={"pipekit": PipekitResource()}) as ctx:
         third = sensor.evaluate_tick(ctx)
     assert not third.asset_events and third.cursor == second.cursor  # nothing new
+
+
+def test_the_materialization_metadata_is_shown_once(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _customers(blank)
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", ""))
+    result = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance)
+    outputs = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == "m.m_hooks"]
+    assert len(outputs) == 1 and c.ROW_COUNT not in (outputs[0].event_specific_data.metadata or {})
+    [mat] = result.get_asset_materialization_events()
+    assert mat.materialization.metadata[c.ROW_COUNT].value == 5  # on the materialization, once
