@@ -118,6 +118,8 @@ def validate() -> None:
     cat = load_catalog(s.defs, s.local_timezone())
     for p in cat.problems:
         print(redact(str(p)))
+    for w in cat.warnings:
+        print(f"warning: {redact(w)}")
     if cat.problems:
         files = len({p.file for p in cat.problems})
         print(f"{len(cat.problems)} problem(s) in {files} file(s) under {s.defs}", file=sys.stderr)

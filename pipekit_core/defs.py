@@ -91,6 +91,32 @@ def cron_problem(expr: str) -> str | None:
     return None
 
 
+def double_schedules(cat: Catalog, ticks: int = 400) -> list[str]:
+    """Modules whose own ``schedule:`` and their group's fire at the same moment (checked over the
+    next ``ticks`` firings of each): the second run finds the lock held and fails."""
+    out = []
+    start = dt.datetime.now(dt.timezone.utc)
+
+    def fires(expr: str) -> set[dt.datetime]:
+        it = croniter(expr, start)
+        return {it.get_next(dt.datetime) for _ in range(ticks)}
+
+    for g in cat.groups.values():
+        if not g.schedule or cron_problem(g.schedule):
+            continue
+        group_ticks = fires(g.schedule)
+        for name in g.modules:
+            mod = cat.modules.get(name)
+            if mod is None or not mod.schedule or cron_problem(mod.schedule) or not mod.enabled:
+                continue
+            both = sorted(group_ticks & fires(mod.schedule))
+            if both:
+                out.append(f"{mod.source_file}: module '{name}' is scheduled twice: its schedule '{mod.schedule}' and "
+                           f"group '{g.name}''s '{g.schedule}' both fire at {both[0].isoformat()} (UTC); the second run "
+                           "finds the module locked and fails. Keep one of them")
+    return out
+
+
 def smallest_cron_interval(expr: str) -> dt.timedelta:
     """The shortest time between two ticks of ``expr`` (UTC; sampled over 1,000 ticks from a year
     ago, as Dagster samples it to bound a cron freshness window)."""
@@ -122,6 +148,7 @@ class Catalog:
     modules: dict[str, Module] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # valid but likely unintended (printed, not refused)
     files: list[Path] = field(default_factory=list)
 
     def enabled_modules(self) -> list[Module]:
@@ -435,6 +462,7 @@ class _Loader:
                 cat.groups[g.name] = g.model  # type: ignore[index]
         order = {str(f): i for i, f in enumerate(cat.files)}
         cat.problems.sort(key=lambda p: (order.get(p.file, -1), p.line or 0))
+        cat.warnings += double_schedules(cat)
         return cat
 
     def check_module(self, it: _Item, defined: set[str]) -> None:

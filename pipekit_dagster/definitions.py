@@ -72,6 +72,8 @@ def build_definitions(
     catalog, timezone = _load(pipekit)
     for problem in catalog.problems:
         logger.warning("pipekit: definition problem (not loaded): %s", problem)
+    for warning in catalog.warnings:
+        logger.warning("pipekit: %s", warning)
 
     specs = build_asset_specs(catalog, translator, timezone, naming.prefix)
     assets = build_pipekit_assets(catalog, translator, specs, timezone, naming)

@@ -95,3 +95,16 @@ def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
     r = run_cli(["validate"], tmp_path)
     assert r.returncode == 1
     assert "defs.yaml:8: invalid YAML: while scanning a quoted scalar" in r.stderr + r.stdout
+
+
+def test_a_module_scheduled_twice_at_the_same_moment_is_a_warning(tmp_path: Path) -> None:
+    setup(tmp_path)
+    base = (tmp_path / "defs" / "defs.yaml").read_text()
+    twice = base.replace('query: "SELECT id, v FROM t"}', 'query: "SELECT id, v FROM t", schedule: "0 20 * * *"}')
+    write_defs(tmp_path / "defs", twice + 'groups:\n  g: {modules: [m], schedule: "0 * * * *"}\n')
+    r = run_cli(["validate"], tmp_path)
+    assert r.returncode == 0  # valid: a warning, not a problem
+    assert "warning: " in r.stdout and "module 'm' is scheduled twice: its schedule '0 20 * * *' and group 'g''s" in r.stdout
+    apart = twice.replace('schedule: "0 20 * * *"', 'schedule: "30 20 * * *"')
+    write_defs(tmp_path / "defs", apart + 'groups:\n  g: {modules: [m], schedule: "0 * * * *"}\n')
+    assert "scheduled twice" not in run_cli(["validate"], tmp_path).stdout  # never at the same moment
