@@ -10,6 +10,8 @@
 | -                 | transport        | auto                        |
 | -                 | timezone         | the machine's local zone    |
 | -                 | staging_schema   | pipekit_staging             |
+| -                 | schedule_status  | running (Dagster schedules) |
+| -                 | sensor_status    | running (Dagster sensors)   |
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import yaml
 
 from pipekit_core.errors import ConfigError
 
-KEYS = ("defs", "database", "secrets", "jrunner", "transport", "timezone", "staging_schema")
+KEYS = ("defs", "database", "secrets", "jrunner", "transport", "timezone", "staging_schema", "schedule_status",
+        "sensor_status")
 DEFAULT_SECRETS = "/etc/pipekit/secrets.env"
 
 
@@ -41,6 +44,8 @@ class Settings:
     timezone: str | None = None
     staging_schema: str = "pipekit_staging"
     config_file: Path | None = None
+    schedule_status: str = "running"  # whether Dagster schedules start running: running | stopped
+    sensor_status: str = "running"
 
     def local_timezone(self) -> str:
         """The timezone for schedules: the setting, else the machine's zone, else UTC."""
@@ -111,6 +116,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     if transport not in ("native", "jrunner", "auto"):
         raise ConfigError(f"{cfg_path}: transport must be native, jrunner or auto, not {transport!r}")
     jr_setting = env.get("PIPEKIT_JRUNNER") or str(data.get("jrunner") or "jrunner")
+    status = {}
+    for key in ("schedule_status", "sensor_status"):
+        status[key] = str(data.get(key) or "running").lower()
+        if status[key] not in ("running", "stopped"):
+            raise ConfigError(f"{cfg_path}: {key} must be running or stopped, not {data.get(key)!r}")
     return Settings(
         defs=path("PIPEKIT_DEFS", "defs", "module_defs").resolve(),
         database=path("PIPEKIT_DB", "database", "pipekit.db").resolve(),
@@ -121,6 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         timezone=str(data["timezone"]) if data.get("timezone") else None,
         staging_schema=str(data.get("staging_schema") or "pipekit_staging"),
         config_file=cfg_path,
+        **status,
     )
 
 

@@ -46,8 +46,8 @@ def build_definitions(
     pipekit: PipekitResource | None = None,
     translator: PipekitTranslator | None = None,
     *,
-    schedule_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING,
-    sensor_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    schedule_status: dg.DefaultScheduleStatus | None = None,
+    sensor_status: dg.DefaultSensorStatus | None = None,
     notify_failures: Callable[[list[ModuleFailure]], None] | None = None,
     naming: c.Naming = c.DEFAULT_NAMING,
 ) -> dg.Definitions:
@@ -56,7 +56,8 @@ def build_definitions(
     Args:
         pipekit: the main resource (default: settings from the environment / pipekit.yaml).
         translator: how modules become asset specs.
-        schedule_status / sensor_status: whether schedules and sensors start running.
+        schedule_status / sensor_status: whether schedules and sensors start running (default:
+            ``schedule_status`` / ``sensor_status`` in pipekit.yaml, else running).
         notify_failures: called by the run-failure sensor with each failed run's module failures.
         naming: the names of jobs, schedules, sensors, checks, pools and the ``pipekit`` resource key
             (default: the names above; :class:`pipekit_dagster.PipekitComponent` gives each
@@ -69,7 +70,9 @@ def build_definitions(
         ``in_process_executor`` (a module's phases share one process and one ModuleRun).
     """
     pipekit = pipekit or PipekitResource()
-    catalog, timezone = _load(pipekit)
+    catalog, timezone, statuses = _load(pipekit)
+    schedule_status = schedule_status or dg.DefaultScheduleStatus(statuses[0].upper())
+    sensor_status = sensor_status or dg.DefaultSensorStatus(statuses[1].upper())
     for problem in catalog.problems:
         logger.warning("pipekit: definition problem (not loaded): %s", problem)
     for warning in catalog.warnings:
@@ -126,17 +129,18 @@ def automation_sensor(
     ]
 
 
-def _load(pipekit: PipekitResource) -> tuple[Catalog, str]:
-    """The catalog and the schedules' timezone; a bad config becomes a visible problem."""
+def _load(pipekit: PipekitResource) -> tuple[Catalog, str, tuple[str, str]]:
+    """The catalog, the schedules' timezone and the schedules' / sensors' default status; a bad
+    config becomes a visible problem."""
     try:
         settings = pipekit.load_settings()
     except PipekitError as e:
         where = pipekit.config or "pipekit.yaml"
         catalog = Catalog(defs_dir=Path(pipekit.defs or "module_defs"))
         catalog.problems.append(Problem(file=str(where), line=None, module=None, field=None, message=str(e)))
-        return catalog, "UTC"
+        return catalog, "UTC", ("running", "running")
     timezone = settings.local_timezone()
-    return load_catalog(settings.defs, timezone), timezone
+    return load_catalog(settings.defs, timezone), timezone, (settings.schedule_status, settings.sensor_status)
 
 
 defs = build_definitions()

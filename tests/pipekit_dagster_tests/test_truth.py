@@ -137,3 +137,19 @@ def test_the_materialization_metadata_is_shown_once(blank: PipekitEnv, instance:
     assert len(outputs) == 1 and c.ROW_COUNT not in (outputs[0].event_specific_data.metadata or {})
     [mat] = result.get_asset_materialization_events()
     assert mat.materialization.metadata[c.ROW_COUNT].value == 5  # on the materialization, once
+
+
+def test_schedules_and_sensors_default_status_is_a_pipekit_yaml_setting(blank: PipekitEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n",
+                                            '    schedule: "0 3 * * *"\n'))
+    running = build_definitions()
+    assert running.resolve_schedule_def("m_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
+    config = blank.root / "pipekit.yaml"
+    config.write_text("schedule_status: stopped\nsensor_status: stopped\n")
+    monkeypatch.setenv("PIPEKIT_CONFIG", str(config))
+    stopped = build_definitions()
+    assert stopped.resolve_schedule_def("m_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert stopped.resolve_sensor_def("pipekit_cli_runs_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    # an explicit argument still wins
+    again = build_definitions(schedule_status=dg.DefaultScheduleStatus.RUNNING)
+    assert again.resolve_schedule_def("m_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
