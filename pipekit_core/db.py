@@ -9,6 +9,7 @@ cares about: transactions, cancellation and a few catalog questions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ from pipekit_core.errors import ConfigError, PipekitError, TransientError, Trans
 from pipekit_core.models import Connection
 from pipekit_core.secrets import redact
 from pipekit_core.sql.dialects import Dialect, TableName, get_dialect
+
+# psycopg logs the errors it ignores while unwinding a failure it already raised (e.g. "error
+# ignored terminating <psycopg.Copy ...>: canceling statement" when a timeout cancels a COPY).
+# Without a handler Python's last-resort handler prints them to stderr, next to the run's own,
+# accurate error. A NullHandler keeps them off stderr; they still propagate to an application's
+# own logging configuration.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -221,12 +229,13 @@ class NativeDB:
     def transaction(self) -> Iterator[None]:
         """One transaction; rolled back on any exception, KeyboardInterrupt included."""
         if self.kind == "postgresql":
-            with self.raw.transaction():
+            outer = self._in_tx
+            with self.raw.transaction():  # inside another one: a savepoint
                 self._in_tx = True
                 try:
                     yield
                 finally:
-                    self._in_tx = False
+                    self._in_tx = outer
         else:
             with self._sqlite_locked():
                 self.raw.execute("BEGIN IMMEDIATE")
