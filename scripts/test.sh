@@ -34,4 +34,11 @@ fi
 
 .venv/bin/ruff check pipekit_core pipekit_dagster tests bench
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+# Two workers (the machine's two cores; most tests wait on subprocesses and servers), a test file
+# per worker at a time (module fixtures are shared within a file). PIPEKIT_TEST_WORKERS=0: one process.
+WORKERS="${PIPEKIT_TEST_WORKERS:-2}"
+if [ "$WORKERS" = "0" ]; then
+  .venv/bin/pytest --durations=15 "$@"
+else
+  .venv/bin/pytest -n "$WORKERS" --dist loadfile --durations=15 "$@"
+fi
