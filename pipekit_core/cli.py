@@ -162,9 +162,14 @@ def _print_plan(plan: Any) -> None:
         print(f"{w.name} = {w.value}   ({w.source})")
     print("\n-- source SQL")
     print(plan.source_sql.strip())
-    print(f"\n-- staging DDL ({plan.staging_table})")
-    for s in plan.staging_ddl:
-        print(s + ";")
+    direct = getattr(plan, "direct", None)
+    if direct is not None:
+        print(f"\n-- no staging: a full refresh copies the rows straight into {plan.dest_table} in the merge "
+              "transaction (one write per row)")
+    else:
+        print(f"\n-- staging DDL ({plan.staging_table})")
+        for s in plan.staging_ddl:
+            print(s + ";")
     if plan.create_table_sql:
         print(f"\n-- destination {plan.dest_table} does not exist: created in the merge transaction")
         for s in plan.create_table_sql:
@@ -190,6 +195,9 @@ def _print_plan(plan: Any) -> None:
         if plan.window_guard_sql:
             print("every staged row must lie in the window, or the run fails before the merge")
     print("\n-- merge SQL (one transaction)")
+    if direct is not None:
+        print(f"{direct.empty_sql};  -- or {direct.fallback_sql} where TRUNCATE cannot be used")
+        print(f"{direct.copy_sql};  -- the source rows, as the query returns them")
     for s in plan.merge_sql:
         print(s + ";")
     if plan.delete_sql:

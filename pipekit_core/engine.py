@@ -46,7 +46,7 @@ from pipekit_core.partitions import (
     spec_for,
     window_values,
 )
-from pipekit_core.plan import Plan, build_plan
+from pipekit_core.plan import DirectLoad, Plan, build_plan
 from pipekit_core.repo import Repository
 from pipekit_core.resolver import resolve_watermarks
 from pipekit_core.secrets import Secrets, redact
@@ -249,6 +249,7 @@ class ModuleRun:
         self._timer: threading.Timer | None = None
         self._transport: Transport | None = None
         self._staging_created = False
+        self._copy_s = 0.0  # seconds of a single-write full refresh's copy, inside the merge
         self._hooks_done: set[int] = set()
         self._dest_ep: Endpoint | None = None
         self.dest_table = parse_table_name(self.module.dest_table)
@@ -342,7 +343,7 @@ class ModuleRun:
             self.lease.bind_run(self.run_id)
             if took_over is not None:
                 self.emit("warning", f"took over a stale lock from {took_over.owner}")
-            self._claim_destination()
+            self._claim_destination(took_over is not None)
         self.emit("log", f"transport {transport} ({reason})")
         if self.module.timeout:
             self._timer = threading.Timer(self.module.timeout, self.cancel.cancel, args=(f"timed out after {self.module.timeout:g} s",))
@@ -375,13 +376,27 @@ class ModuleRun:
             return self.lease.lost
         return None
 
-    def _claim_destination(self) -> None:
+    def _claim_destination(self, took_over: bool = False) -> None:
         """Raise the module's epoch on the destination, and record the truth about the last commit.
 
         A run that died after its merge committed is corrected from ``error`` / ``running`` to
         ``committed`` here: the destination's state row names its commit token.
+
+        After taking over a stale lock, the stale run's merge sessions on the destination are
+        ended first: a frozen run inside its merge transaction (a single-write full refresh copies
+        there) holds the state row and the table, and would block this run for as long as it is
+        frozen. Its merge could never commit anyway (the fence); ending it rolls it back.
         """
         with NativeDB(self.dest_ep, application=f"pipekit claim {self.module.name}", create=True) as dest:
+            if took_over and dest.kind == "postgresql":
+                ended = dest.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = %s AND pid <> pg_backend_pid()",
+                    (_application(f"pipekit merge {self.module.name}"),),
+                )
+                if ended:
+                    self.emit("warning", f"ended {len(ended)} merge session(s) of the stale run on {self.dest_ep.name} "
+                                         "(they held the destination; their merge was rolled back)")
             self.claim = self.fence.claim(dest, self.token, owner=f"run {self.run_id} ({self.lease.owner if self.lease else '?'})")
         fixed = self.engine.repo.record_commit(
             self.module.name, self.claim.previous_token, self.claim.previous_committed_at, self.run_id
@@ -562,6 +577,11 @@ class ModuleRun:
         assert self.plan_ is not None, "resolve() first"
         t0 = self._enter("stage")
         plan = self.plan_
+        if plan.direct is not None:
+            self.emit("log", f"full refresh without staging: the rows are copied straight into {plan.dest_table} "
+                             "inside the merge transaction (one write per row)")
+            self._leave("stage", t0)
+            return 0
         with NativeDB(self.dest_ep, application=f"pipekit stage {self.module.name}", create=True) as dest:
             token = self.cancel.register(dest.cancel)
             try:
@@ -644,15 +664,50 @@ class ModuleRun:
             dest.execute(analyze)
         return rows_read, staged
 
+    def _load_direct(self, db: NativeDB, direct: DirectLoad) -> int:
+        """A single-write full refresh's copy, on the merge's connection inside its transaction
+        (:meth:`pipekit_core.merge.Merger._load_direct`): the transport loads the destination table
+        itself instead of a staging table. Returns the rows copied.
+
+        While the rows move the run is in phase 'stage' again (its log, its errors, its timing:
+        a source that fails mid-copy fails "in phase 'stage'" as on the staged path); then back
+        in 'merge' for the guards and the commit."""
+        t0 = started = self._enter("stage")
+
+        def progress(rows: int) -> None:
+            el = max(time.monotonic() - started, 1e-6)
+            self.emit("progress", f"{rows:,} rows ({rows / el:,.0f} rows/s)", rows=rows, rate=rows / el)
+
+        src_ep = self.engine.endpoint(self.module.source)
+        req = StageRequest(
+            module=self.module.name, source=src_ep, dest=self.dest_ep, sql=direct.sql, staging=self.dest_table,
+            staging_columns=direct.columns, source_columns=direct.source_columns, timeout=self.module.timeout,
+            dest_types=[c.type for c in direct.columns],
+        )
+        rows = self.transport_for(src_ep, "stage").stage(req, db, progress)
+        self.cancel.check()
+        self._leave("stage", t0)
+        self._copy_s = time.monotonic() - t0
+        self._enter("merge")
+        if rows is None:  # (native transports count what they write)
+            raise TransportError(f"module '{self.module.name}': the transport did not report the rows it copied")
+        self.result.rows_read = self.result.rows_staged = rows
+        if self.run_id is not None:
+            self.engine.repo.update_run(self.run_id, rows_read=rows, rows_staged=rows)
+        self.emit("log", f"copied {rows:,} rows into {self.plan_.dest_table if self.plan_ else self.module.dest_table}")
+        return rows
+
     def merge(self) -> RunResult:
         """Merge staging into the destination in one transaction (:class:`~pipekit_core.merge.Merger`)."""
         assert self.plan_ is not None, "resolve() first"
         t0 = self._enter("merge")
+        self._copy_s = 0.0  # a single-write full refresh's copy: timed as 'stage' (_load_direct)
         plan, mod, r = self.plan_, self.module, self.result
         out = Merger(
             mod, self.dest_ep, plan,
             staging=self.staging, dest_table=self.dest_table, fence=self.fence, claim=self.claim, keys_staging=self.keys_staging,
             lost=self._lost_to, cancel=self.cancel, warn=lambda m: self.emit("warning", m),
+            load=self._load_direct,
         ).run()
         r.committed = True
         r.rows_deleted, r.rows_inserted, r.row_count = out.deleted, out.inserted, out.row_count
@@ -671,7 +726,8 @@ class ModuleRun:
                 window_row_count=out.window_row_count, rows_source_deleted=out.source_deleted,
                 rows_soft_deleted=out.soft_deleted, rows_undeleted=out.undeleted,
             )
-        self.emit("log", f"merged ({plan.strategy}): {out.deleted:,} deleted, {out.inserted:,} inserted; "
+        removed = "every previous row replaced" if out.deleted is None else f"{out.deleted:,} deleted"
+        self.emit("log", f"merged ({plan.strategy}): {removed}, {out.inserted:,} inserted; "
                          f"{out.row_count:,} rows in {mod.dest_table}"
                          + (f" ({out.window_row_count:,} in the window)" if out.window_row_count is not None else ""))
         if out.source_deleted is not None:
@@ -687,7 +743,7 @@ class ModuleRun:
         except Exception as e:  # noqa: BLE001
             r.dest_columns = [(c.name, c.type) for c in plan.staging_columns if c.name in plan.merge_columns]
             self.emit("warning", f"the merge committed; reading {mod.dest_table}'s columns afterwards failed: {redact(str(e))}")
-        self._leave("merge", t0)
+        self._leave("merge", t0 + self._copy_s)
         return r
 
     def hook_sql(self, hook: Hook) -> str:
@@ -824,6 +880,11 @@ class ModuleRun:
                 raise err from e
             raise
         return self.finish()
+
+
+def _application(name: str) -> str:
+    """A PostgreSQL application_name as the server stores it (at most 63 bytes)."""
+    return name.encode()[:63].decode(errors="ignore")
 
 
 class _Redacted(Exception):

@@ -3,7 +3,9 @@
 Points, in the order a run reaches them:
 
 - ``before_resolve``, ``after_resolve``: at the start and the end of the resolve phase;
-- ``after_staging_created``: the staging table exists (committed), no row copied yet;
+- ``after_staging_created``: the staging table exists (committed), no row copied yet; in a
+  single-write full refresh (no staging table), where rows start to arrive instead: inside the
+  merge transaction, the destination emptied, no row copied yet;
 - ``after_rows:<N>``: mid-copy, once N rows have gone into the staging table (the staging
   transaction still open). Fires once per copy, on every native path (PostgreSQL->PostgreSQL
   counts the rows of its COPY pipe) and for jrunner when its progress ticker reports N rows;

@@ -23,18 +23,19 @@ from pipekit_core.errors import CommitUnknownError, DuplicateKeyError, EmptySour
 from pipekit_core.fence import Claim, Fence, LockLostError
 from pipekit_core.models import Module
 from pipekit_core.partitions import WindowError
-from pipekit_core.plan import Plan
+from pipekit_core.plan import DirectLoad, Plan
 from pipekit_core.secrets import redact
 from pipekit_core.sql.builders import MergeBuilder
 from pipekit_core.sql.dialects import TableName
 from pipekit_core.transport.base import CancelScope
 
+LOCK_WAIT_S = 10  # how long a single-write full refresh waits for TRUNCATE's lock before it DELETEs
 _TEXT_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass
 class MergeOutcome:
-    deleted: int
+    deleted: int | None  # None: a single-write full refresh's TRUNCATE (every previous row, not counted)
     inserted: int
     row_count: int
     window_row_count: int | None = None
@@ -61,12 +62,14 @@ class Merger:
         lost: Callable[[], str | None],
         cancel: CancelScope,
         warn: Callable[[str], None],
+        load: Callable[[NativeDB, DirectLoad], int] | None = None,
     ) -> None:
         self.module, self.dest, self.plan = module, dest, plan
         self.staging, self.dest_table = staging, dest_table
         self.keys_staging = keys_staging or staging
         self.fence, self.claim, self.lost = fence, claim, lost
         self.cancel, self.warn = cancel, warn
+        self.load = load  # a single-write full refresh: copies the source rows into the table (plan.direct)
 
     def run(self) -> MergeOutcome:
         """Merge and commit; raise (destination untouched) unless the merge committed."""
@@ -74,6 +77,7 @@ class Merger:
         b = MergeBuilder(self.dest.dialect)
         state = "open"  # open -> committing (COMMIT sent) -> committed
         deleted = inserted = row_count = 0
+        deleted_or_none: int | None = None
         window_rows: int | None = None
         parts: list[int] | None = None
         counts: tuple[int | None, int | None, int | None] = (None, None, None)
@@ -94,7 +98,9 @@ class Merger:
                             self.fence.commit_guard(db, self.claim)  # first: takes the module's row lock
                         for stmt in [*self._create_table_sql(db), *plan.alter_sql]:
                             execute_ddl(db, stmt)
-                        if plan.strategy in ("full", "window") and not mod.allow_empty and plan.dest_exists:
+                        if plan.direct is not None:
+                            deleted_or_none, inserted = self._load_direct(db, plan.direct)
+                        elif plan.strategy in ("full", "window") and not mod.allow_empty and plan.dest_exists:
                             self._refuse_empty(db, self.staging, "the source returned 0 rows", "empty")
                         for i, stmt in enumerate(plan.merge_sql):
                             n = db.execute(stmt)
@@ -126,7 +132,67 @@ class Merger:
             if state != "committing":
                 raise  # nothing was committed: the transaction rolled back (or never began)
             self._settle_commit(e, backend)
-        return MergeOutcome(deleted, inserted, row_count, window_rows, *counts, partition_counts=parts)
+        if plan.direct is None:
+            deleted_or_none = deleted
+        return MergeOutcome(deleted_or_none, inserted, row_count, window_rows, *counts, partition_counts=parts)
+
+    def _load_direct(self, db: NativeDB, direct: DirectLoad) -> tuple[int | None, int]:
+        """A single-write full refresh, inside the merge transaction: empty the table, copy the
+        source rows straight into it (one write per row), and refuse an empty result as the staged
+        path does. Any failure rolls all of it back. Returns (rows deleted, None after a TRUNCATE,
+        which does not count them; rows inserted)."""
+        plan, mod = self.plan, self.module
+        assert self.load is not None, "plan.direct needs the engine's load callback"
+        had_rows = plan.dest_exists and db.query_one(MergeBuilder(self.dest.dialect).nonempty_sql(self.dest_table)) is not None
+        deleted: int | None = 0
+        if had_rows:
+            deleted = self._empty_for_load(db, direct)
+        failpoints.hit("after_merge_statement", 0)
+        failpoints.hit("after_staging_created")  # (where a staged run's rows would start to arrive)
+        inserted = self.load(db, direct)
+        failpoints.hit("after_merge_statement", 1)
+        if inserted == 0 and had_rows and not mod.allow_empty:
+            raise EmptySourceError(
+                f"module '{mod.name}': the source returned 0 rows and the merge would empty {mod.dest_table}; refused "
+                "(set allow_empty: true to allow it). The destination was not touched."
+            )
+        return deleted, inserted
+
+    def _empty_for_load(self, db: NativeDB, direct: DirectLoad) -> int | None:
+        """TRUNCATE where it is safe and quick, else DELETE (same result, slower, readers never wait).
+
+        DELETE when other tables' foreign keys reference this one (TRUNCATE refuses), when it has
+        ON DELETE triggers (TRUNCATE would skip them), or when the ACCESS EXCLUSIVE lock is not
+        granted within LOCK_WAIT_S (a long query reads the table: waiting would queue every
+        other reader behind it)."""
+        import psycopg
+
+        why = self._truncate_refusal(db)
+        if why is None:
+            try:
+                with db.raw.transaction():  # a savepoint: a refused lock rolls back to here
+                    db.raw.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'")
+                    db.raw.execute(direct.empty_sql)
+                    db.raw.execute("SET LOCAL lock_timeout TO DEFAULT")
+                return None
+            except psycopg.errors.LockNotAvailable:
+                why = f"its exclusive lock was not granted within {LOCK_WAIT_S} s (queries are reading it)"
+        self.warn(f"full refresh of {self.module.dest_table}: deleting its rows instead of TRUNCATE: {why}")
+        return max(db.execute(direct.fallback_sql), 0)
+
+    def _truncate_refusal(self, db: NativeDB) -> str | None:
+        rel = self.dest.dialect.table(self.dest_table)
+        row = db.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass),"
+            " EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal AND (tgtype & 8) <> 0)",
+            (rel, rel),
+        )
+        assert row is not None
+        if row[0]:
+            return "other tables' foreign keys reference it"
+        if row[1]:
+            return "it has ON DELETE triggers"
+        return None
 
     def _create_table_sql(self, db: NativeDB) -> list[str]:
         """A new destination table: with its primary key on merge_key (the merge then takes its

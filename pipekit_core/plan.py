@@ -13,7 +13,8 @@ from pipekit_core.defs import Catalog
 from pipekit_core.errors import PipekitError
 from pipekit_core.models import Hook, Module
 from pipekit_core.sql.builders import MergeBuilder, WindowBounds
-from pipekit_core.sql.dialects import ColumnDef, TableName
+from pipekit_core.sql.dialects import ColumnDef, TableName, get_dialect
+from pipekit_core.sql.query import wrap_lines
 from pipekit_core.sql.types import holds, map_type, widening
 from pipekit_core.transport.base import SourceColumn
 
@@ -40,6 +41,20 @@ class SchemaDiff:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.widened or self.filled or self.ignored)
+
+
+@dataclass
+class DirectLoad:
+    """A single-write full refresh: the source rows go straight into the destination table, by
+    COPY inside the merge transaction, right after it is emptied (no staging table, one write per
+    row). Chosen by :func:`direct_load_reason`; run by :class:`pipekit_core.merge.Merger`."""
+
+    sql: str  # the source query, narrowed to the merged columns
+    columns: list[ColumnDef]  # destination columns loaded (names, final types), in query order
+    source_columns: list[SourceColumn]  # the source's columns feeding them, same order
+    empty_sql: str  # TRUNCATE (or, where it cannot be used, fallback_sql)
+    fallback_sql: str  # DELETE: a table with foreign keys onto it or ON DELETE triggers
+    copy_sql: str  # shown in plans and the run log
 
 
 @dataclass
@@ -92,12 +107,15 @@ class Plan:
     # has a NULL part (a primary key cannot hold it).
     primary_key: list[str] = field(default_factory=list)
     create_table_unkeyed_sql: list[str] = field(default_factory=list)
+    direct: DirectLoad | None = None  # a single-write full refresh (no staging)
+    direct_reason: str = ""  # why the run stages instead (empty when direct, or not a full refresh)
 
     def watermark_values(self) -> dict[str, str | None]:
         return {k: v.value for k, v in self.watermarks.items()}
 
     def merge_sql_text(self) -> str:
-        stmts = [*self.merge_sql, *(sql for _, sql in self.delete_sql)]
+        direct = [self.direct.empty_sql, self.direct.copy_sql] if self.direct is not None else []
+        stmts = [*direct, *self.merge_sql, *(sql for _, sql in self.delete_sql)]
         return ";\n".join(stmts) + ";" if stmts else ""
 
 
@@ -225,6 +243,10 @@ def build_plan(
                 soft_column=soft, window=window,
             ),
         )
+    direct, direct_reason = None, direct_load_reason(strategy, transport, src_kind, dest.kind)
+    if strategy == "full" and not direct_reason:
+        direct = _direct_load(builder, catalog, mod, dest_table, source_sql, source_columns, staging_cols,
+                              dest_types, merge_columns)
     return Plan(
         module=mod.name,
         strategy=strategy,
@@ -235,21 +257,59 @@ def build_plan(
         source_columns=source_columns,
         staging_table=d.table(staging),
         staging_columns=staging_cols,
-        staging_ddl=d.create_staging_sql(staging, staging_cols, staging_schema),
+        staging_ddl=[] if direct is not None else d.create_staging_sql(staging, staging_cols, staging_schema),
         dest_table=d.table(dest_table),
         dest_exists=dest_exists,
         create_table_sql=[] if dest_exists else d.create_table_sql(dest_table, table_cols, pk or None, list(mod.indexes)),
         primary_key=[] if dest_exists else pk,
         create_table_unkeyed_sql=[] if dest_exists or not pk else d.create_table_sql(dest_table, table_cols, None, list(mod.indexes)),
         merge_columns=merge_columns,
-        merge_sql=mp.statements,
+        merge_sql=[] if direct is not None else mp.statements,
         count_sql=mp.count_sql,
         hooks=list(mod.hooks),
         drift=drift,
         alter_sql=alter_sql,
         schema=diff,
         dest_types=dest_types,
+        direct=direct,
+        direct_reason=direct_reason,
         **extra,  # type: ignore[arg-type]
+    )
+
+
+def direct_load_reason(strategy: str, transport: str, src_kind: str, dest_kind: str) -> str:
+    """Why a run stages its rows rather than loading them straight into the destination ('' when
+    it loads straight: a native full refresh into PostgreSQL). The one place this is decided."""
+    if strategy != "full":
+        return f"strategy {strategy} merges staged rows with the destination's"
+    if dest_kind != "postgresql":
+        return f"the destination is {dest_kind} (single-write full refreshes are PostgreSQL's)"
+    if transport != "native":
+        return f"the {transport} transport loads a staging table"
+    if src_kind not in ("postgresql", "sqlite"):
+        return f"the source ({src_kind}) has no native driver"
+    return ""
+
+
+def _direct_load(
+    builder: MergeBuilder, catalog: Catalog, mod: Module, dest_table: TableName, source_sql: str,
+    source_columns: list[SourceColumn], staging_cols: list[ColumnDef], dest_types: list[str], merge_columns: list[str],
+) -> DirectLoad:
+    """The single-write load of a full refresh: the merged columns only, typed as they land."""
+    keep = [i for i, c in enumerate(staging_cols) if c.name in set(merge_columns)]
+    sql = source_sql
+    if len(keep) < len(staging_cols):  # source columns the destination does not take (new_column: ignore)
+        q = get_dialect(catalog.connection(mod.source).kind).quote
+        sql = wrap_lines("SELECT " + ", ".join(f"q.{q(source_columns[i].name)}" for i in keep) + " FROM (",
+                         source_sql, ") AS q")
+    columns = [ColumnDef(staging_cols[i].name, dest_types[i]) for i in keep]
+    return DirectLoad(
+        sql=sql,
+        columns=columns,
+        source_columns=[source_columns[i] for i in keep],
+        empty_sql=builder.truncate_sql(dest_table),
+        fallback_sql=builder.empty_sql(dest_table)[0],
+        copy_sql=builder.copy_in_sql(dest_table, [c.name for c in columns]),
     )
 
 

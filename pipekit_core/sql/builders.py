@@ -245,6 +245,21 @@ class MergeBuilder:
         # predates it sees the table empty). DELETE keeps readers on the old rows until commit.
         return [f"DELETE FROM {self.dialect.table(dest)}"]
 
+    def truncate_sql(self, dest: TableName) -> str:
+        """Empty the destination inside the transaction of a single-write full refresh (PostgreSQL).
+
+        Used only where the rows are copied straight into the table in the same transaction
+        (:class:`pipekit_core.merge.Merger`): then readers wait for the commit (ACCESS EXCLUSIVE)
+        and never see the table empty, and the new rows are not written twice. A DELETE there
+        would leave every old row version in the table and in its indexes (a unique index then
+        checks each new key against the dead one: measured ~2x the raw COPY)."""
+        return f"TRUNCATE TABLE {self.dialect.table(dest)}"
+
+    def copy_in_sql(self, dest: TableName, columns: list[str]) -> str:
+        """The COPY that loads a single-write full refresh (shown in plans; the transport runs it)."""
+        cols = ", ".join(self.dialect.quote(c) for c in columns)
+        return f"COPY {self.dialect.table(dest)} ({cols}) FROM STDIN"
+
     def insert_sql(self, dest: TableName, staging: TableName, columns: list[str]) -> list[str]:
         """Copy every staged row into the destination, columns by name."""
         cols = ", ".join(self._cols(columns))

@@ -171,6 +171,11 @@ _PY_VALUE_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bytes": "B
 _SQLITE_AFFINITY_TO_PG = {"INTEGER": "bigint", "REAL": "double precision", "TEXT": "text", "BLOB": "bytea"}
 
 
+def sqlite_affinity(declared: str) -> str:
+    """The affinity of a SQLite column declared ``declared`` (BLOB for no type)."""
+    return _sqlite_affinity(declared) if declared.strip() else "BLOB"
+
+
 def _sqlite_affinity(declared: str) -> str:
     """SQLite's column affinity rules (https://sqlite.org/datatype3.html, 3.1)."""
     d = declared.upper()

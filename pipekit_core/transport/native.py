@@ -5,7 +5,8 @@
   Rows are never parsed in Python; progress comes from ``pg_stat_progress_copy``.
 - PostgreSQL -> SQLite: ``COPY (query) TO STDOUT`` parsed into Python rows, written in batches.
 - SQLite -> PostgreSQL: batches from a sqlite3 cursor, written with ``COPY ... FROM STDIN``.
-- SQLite -> SQLite: batches from one file to the other.
+- SQLite -> SQLite (two files): inside SQLite, the source attaching the destination: one
+  ``INSERT ... SELECT`` (:func:`_sqlite_to_sqlite`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,9 +26,9 @@ from typing import Any
 from pipekit_core.db import Endpoint, NativeDB
 from pipekit_core.errors import TransportError
 from pipekit_core.failpoints import row_watch
-from pipekit_core.sql.dialects import ColumnDef
+from pipekit_core.sql.dialects import ColumnDef, SQLiteDialect, TableName
 from pipekit_core.sql.query import prepare_for_wrapping, wrap_lines
-from pipekit_core.sql.types import InexactValue, value_guard
+from pipekit_core.sql.types import InexactValue, sqlite_affinity, value_guard
 from pipekit_core.transport.base import ProgressFn, SourceColumn, StageRequest, Transport
 
 BATCH = 10_000
@@ -66,6 +68,8 @@ class NativeTransport(Transport):
                     return _pg_to_pg(src, dest, req, progress)
                 if src_kind == "postgresql":
                     return _pg_to_rows(src, dest, req, progress)
+                if src_kind == "sqlite" and dst_kind == "sqlite" and _attachable(src, dest):
+                    return _sqlite_to_sqlite(src, dest, req, progress)
                 if src_kind == "sqlite":
                     return _sqlite_to_any(src, dest, req, progress)
             finally:
@@ -273,7 +277,9 @@ def _text_casts(req: StageRequest, q: Callable[[str], str]) -> str:
     ]
     if not any(cast):
         return req.sql
-    items = [f"q.{q(s.name)}::{c.type}" if k else f"q.{q(s.name)}"
+    # ::text, never ::<the column's type>: an explicit cast to varchar(n) / char(n) truncates
+    # silently, where COPY's input into that column refuses a value too long.
+    items = [f"q.{q(s.name)}::text" if k else f"q.{q(s.name)}"
              for s, c, k in zip(req.source_columns, req.staging_columns, cast, strict=True)]
     return wrap_lines("SELECT " + ", ".join(items) + " FROM (", req.sql, ") AS q")
 
@@ -487,3 +493,124 @@ def _sqlite_to_any(src: NativeDB, dest: NativeDB, req: StageRequest, progress: P
     # sqlite3 returns only None/int/float/str/bytes (never NaN): nothing to convert for SQLite;
     # every value is still checked to arrive exactly (value_guard).
     return _pump(rows(), dest, req, progress, convert=dest.kind != "sqlite")
+
+
+ATTACHED = "pipekit_dest"  # the destination file's schema name on the source connection
+_SQLITE_READ, _SQLITE_OK, _SQLITE_DENY = 20, 0, 1
+_EXACT_INT_IN_REAL = 2**53  # every integer up to this is exact as a 64-bit float
+
+
+def _attachable(src: NativeDB, dest: NativeDB) -> bool:
+    """Two different SQLite files: the copy can run inside SQLite (the same file twice cannot be
+    attached to itself safely; it takes the row-by-row path)."""
+    try:
+        return src.endpoint.sqlite_path().resolve() != dest.endpoint.sqlite_path().resolve()
+    except Exception:  # noqa: BLE001 - anything unusual: the row-by-row path decides
+        return False
+
+
+def _sqlite_to_sqlite(src: NativeDB, dest: NativeDB, req: StageRequest, progress: ProgressFn) -> int:
+    """SQLite -> SQLite inside SQLite: the source connection attaches the destination file and
+    runs one ``INSERT INTO <staging> SELECT * FROM (<query>)`` (no row passes through Python:
+    ~3x faster than the row-by-row path).
+
+    - The query's table names keep meaning the source's: an authorizer refuses any read of the
+      attached destination, so a table missing from the source fails the run instead of being
+      read from the destination.
+    - Values arrive exactly as the row-by-row path's checks require (:func:`value_guard`): in the
+      same transaction, floats bound for TEXT columns are rewritten in their shortest exact form,
+      and integers a REAL column cannot hold exactly fail the run naming the column and row.
+    - The transaction is deferred: the source file is only read (a shared lock), the destination
+      written. Cancelling interrupts the statement. The ``after_rows`` fault point counts rows
+      with a SQL function, only while PIPEKIT_FAILPOINT asks for it.
+    """
+    d = dest.dialect
+    con = src.raw
+    target = d.table(TableName(ATTACHED, req.staging.name))
+    cols = ", ".join(d.quote(c.name) for c in req.staging_columns)
+    watch = row_watch()
+    counted = 0
+    failed: list[BaseException] = []
+
+    def tick() -> int:
+        nonlocal counted
+        counted += 1
+        if watch.next_at is not None and counted >= watch.next_at:
+            try:
+                watch(counted)
+            except BaseException as e:  # a raise fault point: reported as itself, not as SQLite's wrapper
+                failed.append(e)
+                raise
+        return 1
+
+    where = ""
+    if watch.next_at is not None:
+        con.create_function("pipekit_row", 0, tick)
+        where = " WHERE pipekit_row()"
+    denied: list[str] = []
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None) -> int:
+        if action == _SQLITE_READ and dbname == ATTACHED:
+            denied.append(arg1 or "?")
+            return _SQLITE_DENY
+        return _SQLITE_OK
+
+    con.execute(f"ATTACH DATABASE ? AS {d.quote(ATTACHED)}", (str(dest.endpoint.sqlite_path()),))
+    try:
+        with src._sqlite_locked():
+            con.execute("BEGIN")
+        try:
+            con.set_authorizer(authorize)
+            try:
+                cur = con.execute(wrap_lines(f"INSERT INTO {target} ({cols}) SELECT * FROM (", req.sql, f"){where}"))
+            finally:
+                con.set_authorizer(None)
+            rows = int(cur.rowcount)
+            _exact_in_sqlite(con, target, req)
+            with src._sqlite_locked():
+                con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError:
+        if failed:
+            raise failed[0] from None
+        if denied:
+            raise TransportError(
+                f"module '{req.module}': the source query reads table '{denied[0]}', which the source database "
+                f"{src.endpoint.sqlite_path()} does not have"
+            ) from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            con.execute(f"DETACH DATABASE {d.quote(ATTACHED)}")
+    progress(rows)
+    return rows
+
+
+def _exact_in_sqlite(con: sqlite3.Connection, target: str, req: StageRequest) -> None:
+    """What :func:`value_guard` does per value on the row-by-row path, as two SQL passes over the
+    staged rows that need it (none, usually): floats into TEXT columns get ``repr``'s shortest exact
+    text; integers into REAL columns beyond 2**53 must be exact floats."""
+    q = SQLiteDialect().quote
+    for i, (col, typ) in enumerate(zip(req.staging_columns, req.value_types(), strict=True)):
+        aff = sqlite_affinity(typ)
+        c = q(col.name)
+        if aff == "TEXT":
+            con.create_function("pipekit_repr", 1, repr, deterministic=True)
+            con.execute(f"UPDATE {target} SET {c} = pipekit_repr({c}) WHERE typeof({c}) = 'real'")
+        elif aff == "REAL":
+            guard = value_guard("sqlite", typ)
+            for rowid, v in con.execute(
+                f"SELECT rowid, {c} FROM {target} WHERE typeof({c}) = 'integer' AND abs({c}) > {_EXACT_INT_IN_REAL}"
+            ):
+                try:
+                    guard(v)  # type: ignore[misc]
+                except InexactValue as e:
+                    source = req.source_columns[i].name if i < len(req.source_columns) else col.name
+                    raise TransportError(
+                        f"module '{req.module}': column '{col.name}' ({typ}), source row {rowid}: {e.reason}; "
+                        f"sqlite would not store it exactly. Declare a type that holds it under columns:, "
+                        f"e.g. {{source_name: {source}, dest_type: {e.hint}}}"
+                    ) from None

@@ -271,13 +271,15 @@ def test_cli_sigterm_cancels(tmp_path: Path, pg_db: str, pg_db2: str) -> None:
     from tests.helpers import PIPEKIT
 
     p = subprocess.Popen([PIPEKIT, "run", "slow"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if pg_rows(pg_db2, "SELECT to_regclass('pipekit_staging.slow') IS NOT NULL") == [(True,)]:
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:  # held at the point where rows start to arrive (a full refresh: in the merge)
+        seen.append(line)
+        if "pipekit failpoint: after_staging_created" in line:
             break
-        time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
+    err = "".join(seen) + err
     assert p.returncode == 130, (out, err)
     assert "cancelled" in err
     assert pg_rows(pg_db2, "SELECT id FROM slow") == [(42,)]
