@@ -90,7 +90,7 @@ def main() -> None:
 @main.command()
 @handle_errors
 def init() -> None:
-    """Create or upgrade the SQLite repository (PIPEKIT_DB) and load the catalog into it."""
+    """Create or upgrade the repository (PIPEKIT_DB: SQLite file or postgresql:// URL) and load the catalog into it."""
     from pipekit_core.defs import load_catalog
     from pipekit_core.repo import Repository
 

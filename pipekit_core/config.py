@@ -12,19 +12,25 @@
 | -                 | staging_schema   | pipekit_staging             |
 | -                 | schedule_status  | running (Dagster schedules) |
 | -                 | sensor_status    | running (Dagster sensors)   |
+
+``database`` / PIPEKIT_DB is a SQLite file path or a ``postgresql://user[:password]@host[:port]/db``
+URL (:class:`pipekit_core.repo_backends.DatabaseURL`, a PostgreSQL repository); the whole value, or
+the URL's password, may be a ``$VAR`` reference (environment, then the secrets file).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from pipekit_core.errors import ConfigError
+from pipekit_core.errors import ConfigError, PipekitError
+from pipekit_core.repo_backends import DatabaseURL, is_url
+from pipekit_core.secrets import Secrets, is_reference
 
 KEYS = ("defs", "database", "secrets", "jrunner", "transport", "timezone", "staging_schema", "schedule_status",
         "sensor_status")
@@ -36,7 +42,7 @@ class Settings:
     """Resolved settings. Paths are absolute."""
 
     defs: Path
-    database: Path
+    database: Path | DatabaseURL  # a SQLite file, or a PostgreSQL repository (str() has no password)
     secrets: Path
     jrunner: str | None  # the executable's path, or None when it cannot be found
     jrunner_setting: str  # what was asked for (for doctor)
@@ -46,6 +52,14 @@ class Settings:
     config_file: Path | None = None
     schedule_status: str = "running"  # whether Dagster schedules start running: running | stopped
     sensor_status: str = "running"
+
+    @property
+    def state_dir(self) -> Path:
+        """Local files of running processes (jrunner's process groups): beside a SQLite repository,
+        else in the folder of pipekit.yaml (or the working directory) for a PostgreSQL one."""
+        if isinstance(self.database, Path):
+            return self.database.parent / ".pipekit-state"
+        return (self.config_file.parent if self.config_file else Path.cwd()) / ".pipekit-state"
 
     def local_timezone(self) -> str:
         """The timezone for schedules: the setting, else the machine's zone, else UTC."""
@@ -121,10 +135,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         status[key] = str(data.get(key) or "running").lower()
         if status[key] not in ("running", "stopped"):
             raise ConfigError(f"{cfg_path}: {key} must be running or stopped, not {data.get(key)!r}")
+    secrets = path("PIPEKIT_SECRETS", "secrets", DEFAULT_SECRETS)
     return Settings(
         defs=path("PIPEKIT_DEFS", "defs", "module_defs").resolve(),
-        database=path("PIPEKIT_DB", "database", "pipekit.db").resolve(),
-        secrets=path("PIPEKIT_SECRETS", "secrets", DEFAULT_SECRETS),
+        database=_database(env, data, cfg_path, secrets, lambda: path("PIPEKIT_DB", "database", "pipekit.db")),
+        secrets=secrets,
         jrunner=find_jrunner(jr_setting, env, base),
         jrunner_setting=jr_setting,
         transport=transport,
@@ -133,6 +148,26 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         config_file=cfg_path,
         **status,
     )
+
+
+def _database(env: Mapping[str, str], data: dict, cfg_path: Path | None, secrets: Path,
+              as_path: Callable[[], Path]) -> Path | DatabaseURL:
+    """The repository setting: a ``postgresql://`` URL (a whole-value ``$VAR`` resolved here), else a path."""
+    where = "PIPEKIT_DB" if env.get("PIPEKIT_DB") else f"'database' in {cfg_path}"
+    raw = env.get("PIPEKIT_DB") or str(data.get("database") or "")
+    if is_reference(raw):
+        raw = Secrets(secrets, env).resolve(raw, where=where) or ""
+        if not raw:
+            raise ConfigError(f"{where}: the variable it names is empty; set it to a path or a postgresql:// URL")
+        if not is_url(raw):
+            p = Path(raw).expanduser()
+            return (p if p.is_absolute() else Path.cwd() / p).resolve()
+    if is_url(raw):
+        try:
+            return DatabaseURL(raw, secrets)
+        except PipekitError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return as_path().resolve()
 
 
 def find_jrunner(setting: str, env: Mapping[str, str], base: Path) -> str | None:

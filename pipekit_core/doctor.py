@@ -51,7 +51,7 @@ def run_doctor(say: Callable[[str], None]) -> bool:
     def repo() -> str:
         r = Repository(s.database)
         r.migrate()
-        return f"{s.database} (schema version {r.schema_version()})"
+        return r.health()  # sqlite <path> / postgresql <host:port>/<db> (reachable, ...): never a password
 
     check("repository", repo)
     sec = Secrets(s.secrets)

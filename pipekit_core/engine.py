@@ -421,7 +421,7 @@ class ModuleRun:
                 log=lambda line: self.emit("log", line),
                 jrunner=self.engine.settings.jrunner,
                 timeout=self.module.timeout,
-                state_dir=self.engine.settings.database.parent / ".pipekit-state",
+                state_dir=self.engine.settings.state_dir,
             )
             self._transport = get_transport(self.result.transport or "native", ctx)
         return self._transport

@@ -39,7 +39,7 @@ class SecretError(PipekitError):
 
 
 class RepositoryError(PipekitError):
-    """The SQLite repository (pipekit.db) could not be opened or upgraded."""
+    """The repository (a pipekit.db file or a PostgreSQL database) could not be opened, used or upgraded."""
 
 
 class LockHeldError(PipekitError):

@@ -6,7 +6,10 @@ destination's fencing token (:mod:`pipekit_core.fence`) is what finally decides 
 may commit. The lease's part is to notice a loss early (the heartbeat finds the lock row is no
 longer this run's) and stop the run then, before it copies more rows for nothing.
 
-``PIPEKIT_LOCK_STALE_AFTER`` (seconds, default 120) sets when another host's lock counts as
+The owner is this process on this host as :func:`pipekit_core.repo_backends.host_identity` names
+it (hostname, boot id, PID namespace): only an owner with the same identity is judged by its pid;
+every other one (another machine, container or pod sharing a PostgreSQL repository) by its
+heartbeat. ``PIPEKIT_LOCK_STALE_AFTER`` (seconds, default 120) sets when such a lock counts as
 stale; the heartbeat runs at a quarter of that (at most every 15 s).
 """
 

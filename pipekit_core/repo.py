@@ -1,25 +1,28 @@
-"""The SQLite repository (``pipekit.db``): catalog snapshot, run log and module locks.
+"""The repository: catalog snapshot, run log and module locks, on SQLite or PostgreSQL.
 
-This is the only code that touches ``pipekit.db``. Several processes use it at once (the CLI,
-the Dagster webserver and daemon, run workers), so:
+This is the only code that touches the repository. ``PIPEKIT_DB`` (or ``database:``) selects the
+backend: a path is a SQLite file (``pipekit.db``, the default), a ``postgresql://`` URL is a
+PostgreSQL database (its tables in the schema ``pipekit``). The SQL here runs on both; every
+difference between them (placeholders, write transactions, lock statements, migration DDL)
+lives in :mod:`pipekit_core.repo_backends`. Several processes, on one host or many, use it at once
+(the CLI, the Dagster webserver and daemon, run workers), so:
 
-- the database is in WAL mode and every connection waits up to 30 s for a busy database;
-- a connection is opened per call and closed after it (safe across threads and forks);
-- every write runs in its own ``BEGIN IMMEDIATE`` transaction, so read-then-write steps such
-  as taking a lock are atomic across processes.
+- SQLite: WAL mode, every connection waits up to 30 s for a busy file, one connection per call;
+  PostgreSQL: a small per-process pool of connections (new after a fork);
+- every write runs in its own transaction (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL row locks
+  and a per-module advisory lock), so read-then-write steps such as taking a lock are atomic
+  across processes and hosts.
 
 The schema is built by ordered, named migrations recorded in ``schema_migrations``; they run on
-first use and from :meth:`Repository.migrate` (``pipekit init``). Every text stored passes
-through :func:`pipekit_core.secrets.redact`.
+first use and from :meth:`Repository.migrate` (``pipekit init``), once even when several
+processes migrate at the same moment. Every text stored passes through
+:func:`pipekit_core.secrets.redact`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,10 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipekit_core.errors import RepositoryError
+from pipekit_core.repo_backends import (
+    Backend,
+    DatabaseURL,
+    backend_for,
+    host_identity,
+)
 from pipekit_core.secrets import MASK, is_reference, redact
 
-BUSY_TIMEOUT_S = 30.0
 LOG_CAP = 1_000_000  # characters of run_log.log kept (the tail)
 LOG_TRUNCATED = "[... earlier log lines dropped ...]\n"
 # committed: the merge committed but the run did not finish (its process died after the commit;
@@ -171,7 +178,7 @@ class LockOwner:
     @staticmethod
     def current(run_id: int | None = None, token: str | None = None) -> LockOwner:
         """The owner identity of this process."""
-        return LockOwner(socket.gethostname(), os.getpid(), run_id, token)
+        return LockOwner(host_identity(), os.getpid(), run_id, token)
 
     def __str__(self) -> str:
         run = f" (run {self.run_id})" if self.run_id is not None else ""
@@ -190,14 +197,15 @@ class LockInfo:
     def is_stale(self, now: datetime | None = None, stale_after: float = 120.0) -> tuple[bool, str]:
         """(stale?, reason): the owner process is gone (same host) or the heartbeat is too old.
 
-        On the owner's own host the process table is the truth: a live owner is never stale,
-        however old its heartbeat (a paused process resumes and goes on). Heartbeat age decides
-        only for owners on other hosts; the destination's fencing token (pipekit_core.fence)
-        keeps a taken-over run that resumes from committing.
+        On the owner's own host (the same :func:`host_identity`: hostname, boot id and PID
+        namespace, so not merely a container with the same hostname) the process table is the
+        truth: a live owner is never stale, however old its heartbeat (a paused process resumes
+        and goes on). Heartbeat age decides for owners anywhere else; the destination's fencing
+        token (pipekit_core.fence) keeps a taken-over run that resumes from committing.
         """
         now = now or utcnow()
         age = (now - parse_time(self.heartbeat_at)).total_seconds()
-        if self.owner.host == socket.gethostname():
+        if self.owner.host == host_identity():
             if not pid_alive(self.owner.pid):
                 return True, f"process {self.owner.pid} on host {self.owner.host} is gone"
             return False, f"held by {self.owner} (alive on this host) since {self.acquired_at}, heartbeat {age:.0f}s ago"
@@ -215,10 +223,6 @@ class LockResult:
     took_over: LockInfo | None = None
 
 
-# The lock row is ours: same host and pid, and the same run token (NULL for callers without one).
-_OWNED = "host = ? AND pid = ? AND token IS ?"
-
-
 class CatalogLike(Protocol):
     connections: Any
     modules: Any
@@ -228,169 +232,63 @@ class CatalogLike(Protocol):
 
 
 class Repository:
-    """Access to ``pipekit.db``; cheap to create, safe to share between threads and processes."""
+    """Access to the repository; cheap to create, safe to share between threads and processes.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    ``database`` is a file path (SQLite), a :class:`~pipekit_core.repo_backends.DatabaseURL` or
+    ``postgresql://`` text (PostgreSQL): what ``settings.database`` holds.
+    """
+
+    def __init__(self, database: Path | str | DatabaseURL) -> None:
+        self._b: Backend = backend_for(database)
+        # the file (SQLite) or the URL without its password (PostgreSQL): what messages name
+        self.path: Path | DatabaseURL = self._b.path
         self._ready = False
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._b.kind
+
+    def describe(self) -> str:
+        """``sqlite /path/pipekit.db`` or ``postgresql host:port/db`` (never a password)."""
+        return self._b.describe()
+
+    def health(self) -> str:
+        """The backend, where it is, and its schema version (PostgreSQL: reachable, server version);
+        raises RepositoryError when it cannot be read."""
+        return self._b.health()
 
     # -- connections, transactions, migrations -------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RepositoryError(
-                f"cannot create the folder of the repository {self.path}: {e.strerror}; "
-                "create it, fix its permissions or set PIPEKIT_DB to another path"
-            ) from None
-        try:
-            # created owner-only (it holds SQL and connection details); an existing file is tightened
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            os.chmod(self.path, 0o600)
-        except OSError as e:
-            raise RepositoryError(
-                f"cannot create the repository {self.path}: {e.strerror}; "
-                "fix its permissions or set PIPEKIT_DB to another path"
-            ) from None
-        try:
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as e:
-            raise self._error("cannot open", e) from None
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            con.execute("PRAGMA synchronous = NORMAL")
-            con.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as e:
-            con.close()
-            raise self._error("cannot open", e) from None
-        return con
-
-    def _error(self, what: str, e: BaseException) -> RepositoryError:
-        msg = redact(str(e))
-        if "not a database" in msg or "malformed" in msg:
-            hint = "it is not a pipekit SQLite repository; move it away or set PIPEKIT_DB to another path"
-        elif "locked" in msg or "busy" in msg:
-            hint = f"another process kept it busy for more than {BUSY_TIMEOUT_S:.0f}s; try again"
-        else:
-            hint = "check the path and its permissions, or set PIPEKIT_DB to another path"
-        return RepositoryError(f"{what} the repository {self.path}: {msg}; {hint}")
-
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self) -> Iterator[Any]:
         """A ready connection in autocommit mode (each statement is its own transaction)."""
         if not self._ready:
             self.migrate()
-        con = self._open()
-        try:
+        with self._b.connection() as con:
             yield con
-        except sqlite3.Error as e:
-            raise self._error("error using", e) from None
-        finally:
-            con.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+    def _tx(self) -> Iterator[Any]:
+        """One write transaction: committed on success, rolled back on error."""
+        with self._connect() as con, self._b.transaction(con):
+            yield con
 
     def migrate(self, target: int | None = None) -> list[str]:
         """Create or upgrade the schema (up to ``target``, default all); return names applied now.
 
-        Each migration runs in its own ``BEGIN IMMEDIATE`` transaction and re-checks that it is
-        still pending inside it, so several processes may call this at once.
+        Each migration runs in its own transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: under
+        an advisory lock) and re-checks that it is still pending inside it, so several processes
+        may call this at once.
         """
         target = LATEST_VERSION if target is None else target
-        applied: list[str] = []
-        con = self._open()
-        try:
-            try:
-                mode = self._enable_wal(con)
-                if not self._has_migrations_table(con):
-                    con.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_migrations "
-                        "(version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
-                    )
-                current = self._version(con)
-                if current > LATEST_VERSION:
-                    raise RepositoryError(
-                        f"the repository {self.path} has schema version {current}, newer than this "
-                        f"pipekit knows ({LATEST_VERSION}); upgrade pipekit or use another PIPEKIT_DB"
-                    )
-                for version, name, statements in MIGRATIONS:
-                    if version > target or version <= current:
-                        continue
-                    con.execute("BEGIN IMMEDIATE")
-                    try:
-                        if self._version(con) < version:
-                            for stmt in statements:
-                                con.execute(stmt)
-                            con.execute(
-                                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                                (version, name, iso(utcnow())),
-                            )
-                            applied.append(name)
-                        con.execute("COMMIT")
-                    except BaseException:
-                        if con.in_transaction:
-                            con.execute("ROLLBACK")
-                        raise
-            except sqlite3.Error as e:
-                raise self._error("cannot create or upgrade", e) from None
-        finally:
-            con.close()
-        if str(mode).lower() != "wal":
-            raise RepositoryError(
-                f"the repository {self.path} could not be switched to WAL mode (got {mode}); "
-                "put it on a local file system (not a network share) or set PIPEKIT_DB"
-            )
+        applied = self._b.migrate(MIGRATIONS, target, LATEST_VERSION, lambda: iso(utcnow()))
         self._ready = target >= LATEST_VERSION
         return applied
 
-    @staticmethod
-    def _enable_wal(con: sqlite3.Connection) -> str:
-        """Switch to WAL. The switch ignores busy_timeout (SQLite answers "locked" at once when
-        another process is creating the same new file), so it is retried here."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                mode = str(con.execute("PRAGMA journal_mode").fetchone()[0])
-                if mode.lower() == "wal":
-                    return mode
-                return str(con.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    @staticmethod
-    def _version(con: sqlite3.Connection) -> int:
-        return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
-
-    @staticmethod
-    def _has_migrations_table(con: sqlite3.Connection) -> bool:
-        return con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-        ).fetchone() is not None
-
     def schema_version(self) -> int:
-        """The highest migration version applied (0 for a new, empty file)."""
-        con = self._open()
-        try:
-            return self._version(con) if self._has_migrations_table(con) else 0
-        except sqlite3.Error as e:
-            raise self._error("cannot read", e) from None
-        finally:
-            con.close()
+        """The highest migration version applied (0 for a new, empty database)."""
+        return self._b.schema_version()
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -406,7 +304,7 @@ class Repository:
             for name, c in catalog.connections.items():
                 pw = c.password if c.password is None or is_reference(c.password) else MASK
                 con.execute(
-                    "INSERT INTO connections (name, url, user, password_ref, updated_at) VALUES (?,?,?,?,?)",
+                    'INSERT INTO connections (name, url, "user", password_ref, updated_at) VALUES (?,?,?,?,?)',
                     (_store(name), _store(c.url), _store(c.user), pw, now),
                 )
             for name, m in catalog.modules.items():
@@ -439,7 +337,7 @@ class Repository:
                     (name, _store(list(g.modules)), _store(g.schedule), int(g.stop_on_failure), now),
                 )
 
-    def _rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, *params: Any) -> list[Any]:
         with self._connect() as con:
             return con.execute(sql, params).fetchall()
 
@@ -462,13 +360,13 @@ class Repository:
         with self._tx() as con:
             cur = con.execute(
                 'INSERT INTO run_log (module, status, "trigger", started_at, transport, dagster_run_id, '
-                "host, pid, options) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                "host, pid, options) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (module, _store(trigger), iso(utcnow()), _store(transport), _store(dagster_run_id),
-                 socket.gethostname(), os.getpid(), _store(options) if options is not None else None),
+                 host_identity(), os.getpid(), _store(options) if options is not None else None),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
-    def _set(self, con: sqlite3.Connection, run_id: int, fields: dict[str, Any]) -> None:
+    def _set(self, con: Any, run_id: int, fields: dict[str, Any]) -> None:
         unknown = set(fields) - RUN_COLUMNS
         if unknown:
             raise ValueError(f"run_log has no column(s) {', '.join(sorted(unknown))}")
@@ -515,7 +413,7 @@ class Repository:
         """Close a run: status, error, ``finished_at`` and ``duration_s``, plus any other columns."""
         now = utcnow()
         with self._tx() as con:
-            row = con.execute("SELECT started_at FROM run_log WHERE id = ?", (run_id,)).fetchone()
+            row = con.execute("SELECT started_at FROM run_log WHERE id = ?" + self._b.for_update, (run_id,)).fetchone()
             if row is None:
                 return
             fields = {**fields, "status": status, "finished_at": iso(now),
@@ -525,7 +423,7 @@ class Repository:
             self._set(con, run_id, fields)
 
     @staticmethod
-    def _decode(row: sqlite3.Row) -> dict:
+    def _decode(row: Any) -> dict:
         d = dict(row)
         for k in JSON_COLUMNS & d.keys():
             if d[k] is not None:
@@ -584,11 +482,11 @@ class Repository:
         rows = self._runs("WHERE module = ? AND status = 'success' ORDER BY id DESC LIMIT 1", module)
         return rows[0] if rows else None
 
-    def _fail_run(self, con: sqlite3.Connection, run_id: int | None, error: str, now: datetime) -> None:
+    def _fail_run(self, con: Any, run_id: int | None, error: str, now: datetime) -> None:
         """Mark a still-running run as error (inside the caller's transaction)."""
         if run_id is None:
             return
-        row = con.execute("SELECT started_at FROM run_log WHERE id = ? AND status = 'running'",
+        row = con.execute("SELECT started_at FROM run_log WHERE id = ? AND status = 'running'" + self._b.for_update,
                           (run_id,)).fetchone()
         if row is not None:
             self._set(con, run_id, {"status": "error", "error": error, "finished_at": iso(now),
@@ -597,7 +495,7 @@ class Repository:
     # -- module locks -------------------------------------------------------------------
 
     @staticmethod
-    def _lock_info(row: sqlite3.Row) -> LockInfo:
+    def _lock_info(row: Any) -> LockInfo:
         return LockInfo(row["module"], LockOwner(row["host"], int(row["pid"]), row["run_id"], row["token"]),
                         row["acquired_at"], row["heartbeat_at"])
 
@@ -609,6 +507,7 @@ class Repository:
         """
         now = utcnow()
         with self._tx() as con:
+            self._b.lock_module(con, module)
             row = con.execute("SELECT * FROM module_locks WHERE module = ?", (module,)).fetchone()
             old = self._lock_info(row) if row else None
             if old is not None:
@@ -617,8 +516,7 @@ class Repository:
                     return LockResult(False, old, None)
                 self._fail_run(con, old.owner.run_id, f"run died: {reason}; lock taken over by {owner}", now)
             con.execute(
-                "INSERT OR REPLACE INTO module_locks (module, host, pid, run_id, acquired_at, heartbeat_at, token) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self._b.upsert_lock,
                 (module, owner.host, owner.pid, owner.run_id, iso(now), iso(now), owner.token),
             )
             return LockResult(True, None, old)
@@ -627,7 +525,7 @@ class Repository:
         """Refresh our lock's heartbeat; False when we no longer own it."""
         with self._tx() as con:
             cur = con.execute(
-                f"UPDATE module_locks SET heartbeat_at = ? WHERE module = ? AND {_OWNED}",
+                f"UPDATE module_locks SET heartbeat_at = ? WHERE module = ? AND {self._b.owned}",
                 (iso(utcnow()), module, owner.host, owner.pid, owner.token),
             )
             return cur.rowcount == 1
@@ -635,13 +533,13 @@ class Repository:
     def set_lock_run_id(self, module: str, owner: LockOwner, run_id: int) -> None:
         """Record the run_log id in the lock we own (known only after :meth:`start_run`)."""
         with self._tx() as con:
-            con.execute(f"UPDATE module_locks SET run_id = ? WHERE module = ? AND {_OWNED}",
+            con.execute(f"UPDATE module_locks SET run_id = ? WHERE module = ? AND {self._b.owned}",
                         (run_id, module, owner.host, owner.pid, owner.token))
 
     def release_lock(self, module: str, owner: LockOwner) -> bool:
         """Release the lock if we own it; True when it was ours."""
         with self._tx() as con:
-            cur = con.execute(f"DELETE FROM module_locks WHERE module = ? AND {_OWNED}",
+            cur = con.execute(f"DELETE FROM module_locks WHERE module = ? AND {self._b.owned}",
                               (module, owner.host, owner.pid, owner.token))
             return cur.rowcount == 1
 
@@ -661,6 +559,7 @@ class Repository:
         """
         now = utcnow()
         with self._tx() as con:
+            self._b.lock_module(con, module)
             row = con.execute("SELECT * FROM module_locks WHERE module = ?", (module,)).fetchone()
             if row is None:
                 return None
@@ -675,7 +574,7 @@ class Repository:
         Called by every run and by ``pipekit history`` / ``list``, so a run killed outright does not
         stay ``running``. Its stale lock is left for the next run of the module to take over (and say so).
         """
-        host, now = socket.gethostname(), utcnow()
+        host, now = host_identity(), utcnow()
         count = 0
         with self._tx() as con:
             runs = con.execute("SELECT id, module, pid, started_at FROM run_log "
@@ -694,8 +593,8 @@ class Repository:
         if not token:
             return None
         with self._tx() as con:
-            row = con.execute("SELECT id, status, error FROM run_log WHERE module = ? AND commit_token = ?",
-                              (module, token)).fetchone()
+            row = con.execute("SELECT id, status, error FROM run_log WHERE module = ? AND commit_token = ?"
+                              + self._b.for_update, (module, token)).fetchone()
             if row is None or row["status"] in ("success", "committed"):
                 return None
             note = (f"the merge committed{' at ' + committed_at if committed_at else ''} (found on the destination "

@@ -144,7 +144,7 @@ class PipekitResource(dg.ConfigurableResource):
     )
     database: str | None = Field(
         default=None,
-        description="SQLite repository file (run log, locks). Default: PIPEKIT_DB, else 'database' in "
+        description="The repository (run log, locks): a SQLite file or a postgresql:// URL. Default: PIPEKIT_DB, else 'database' in "
         "pipekit.yaml, else ./pipekit.db.",
     )
     config: str | None = Field(

@@ -1,21 +1,27 @@
-"""The SQLite repository on real files: migrations, catalog, run log, locks across processes."""
+"""The repository on both backends: migrations, catalog, run log, locks across processes.
+
+Every test taking the ``repo`` fixture runs twice: on a SQLite file and on a fresh PostgreSQL
+database (``pg_db``). ``raw(repo)`` reads and writes the tables behind the repository's back.
+"""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from pipekit_core.errors import RepositoryError
+from pipekit_core.config import load_settings
+from pipekit_core.errors import ConfigError, RepositoryError, SecretError
 from pipekit_core.models import Connection, Group, Hook, Module, Watermark
 from pipekit_core.repo import (
     LATEST_VERSION,
@@ -26,16 +32,56 @@ from pipekit_core.repo import (
     iso,
     utcnow,
 )
-from pipekit_core.secrets import register_secret
+from pipekit_core.repo_backends import PG_SCHEMA, DatabaseURL, Row, host_identity, machine_id, pg_sql
+from pipekit_core.secrets import redact, register_secret
+from tests.conftest import PG_PASSWORD
 
 TABLES = {"schema_migrations", "connections", "modules", "watermarks", "hooks", "groups",
           "run_log", "module_locks"}
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(path)
-    con.row_factory = sqlite3.Row
-    return con
+class Raw:
+    """Plain SQL on the repository's tables (``?`` placeholders), bypassing the Repository."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.pg = repo.backend == "postgresql"
+        if self.pg:
+            url = repo.path
+            assert isinstance(url, DatabaseURL)
+            self.con: object = psycopg.connect(url.conninfo(), autocommit=True,
+                                               row_factory=lambda c: (lambda v: Row(tuple(d.name for d in c.description), v)))
+            self.con.execute(f"SET search_path = {PG_SCHEMA}")  # type: ignore[attr-defined]
+        else:
+            self.con = sqlite3.connect(repo.path, isolation_level=None)
+            self.con.row_factory = sqlite3.Row  # type: ignore[attr-defined]
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list:
+        cur = self.con.execute(pg_sql(sql) if self.pg else sql, params)  # type: ignore[attr-defined]
+        return cur.fetchall() if cur.description else []
+
+    def tables(self) -> set[str]:
+        if self.pg:
+            return {r[0] for r in self.execute("SELECT tablename FROM pg_tables WHERE schemaname = ?", (PG_SCHEMA,))}
+        return {r[0] for r in self.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")}
+
+    def columns(self, table: str) -> set[str]:
+        if self.pg:
+            return {r[0] for r in self.execute("SELECT column_name FROM information_schema.columns "
+                                               "WHERE table_schema = ? AND table_name = ?", (PG_SCHEMA, table))}
+        return {r["name"] for r in self.execute(f"PRAGMA table_info({table})")}
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()  # type: ignore[attr-defined]
+
+
+def raw(repo: Repository) -> Raw:
+    return Raw(repo)
 
 
 def dead_pid() -> int:
@@ -45,35 +91,51 @@ def dead_pid() -> int:
     return p.pid
 
 
-def set_heartbeat(path: Path, module: str, seconds_ago: float) -> None:
-    with raw(path) as con:
+def set_heartbeat(repo: Repository, module: str, seconds_ago: float) -> None:
+    with raw(repo) as con:
         con.execute("UPDATE module_locks SET heartbeat_at = ? WHERE module = ?",
                     (iso(utcnow() - timedelta(seconds=seconds_ago)), module))
     con.close()
 
 
+def new_database(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """A place for a new repository: a file under tmp_path, or a fresh PostgreSQL database URL."""
+    return tmp_path / "sub" / "dir" / "pipekit.db" if kind == "sqlite" else request.getfixturevalue("pg_db")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
+    return Repository(new_database(request.param, tmp_path, request))
+
+
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
+def sqlite_repo(tmp_path: Path) -> Repository:
     return Repository(tmp_path / "sub" / "dir" / "pipekit.db")
 
 
 # -- migrations -----------------------------------------------------------------------------
 
 def test_fresh_migrate_creates_everything(repo: Repository) -> None:
-    assert not repo.path.parent.exists()
+    if repo.backend == "sqlite":
+        assert not repo.path.parent.exists()
+    assert repo.schema_version() == 0
     applied = repo.migrate()
     assert applied == [name for _, name, _ in MIGRATIONS]
     assert repo.schema_version() == LATEST_VERSION == 5
-    with raw(repo.path) as con:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert TABLES <= tables
-        versions = con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
+    with raw(repo) as con:
+        assert TABLES | {"run_log_lines"} == con.tables()
+        versions = con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
         assert [(v, n) for v, n, _ in versions] == [(1, "base_schema"), (2, "run_log_options_and_columns"),
                                                  (3, "fencing_tokens"), (4, "windows_and_deletes"),
                                                  (5, "run_log_lines")]
         assert all(a for _, _, a in versions)
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    con.close()
+
+
+def test_sqlite_file_is_in_wal_mode_and_owner_only(sqlite_repo: Repository) -> None:
+    sqlite_repo.migrate()
+    assert isinstance(sqlite_repo.path, Path) and sqlite_repo.path.stat().st_mode & 0o777 == 0o600
+    with raw(sqlite_repo) as con:
+        assert con.execute("PRAGMA journal_mode")[0][0] == "wal"
 
 
 def test_migrate_twice_is_noop(repo: Repository) -> None:
@@ -86,12 +148,11 @@ def test_migrate_twice_is_noop(repo: Repository) -> None:
 def test_upgrade_from_version_1_keeps_rows(repo: Repository) -> None:
     assert repo.migrate(target=1) == ["base_schema"]
     assert repo.schema_version() == 1
-    with raw(repo.path) as con:
-        cols = {r["name"] for r in con.execute("PRAGMA table_info(run_log)")}
-        assert "options" not in cols and "source_columns" not in cols
+    with raw(repo) as con:
+        cols = con.columns("run_log")
+        assert "module" in cols and "options" not in cols and "source_columns" not in cols
         con.execute("""INSERT INTO run_log (module, status, "trigger", started_at, rows_staged)
                        VALUES ('orders', 'success', 'cli', '2024-01-01T00:00:00.000+00:00', 42)""")
-    con.close()
     fresh = Repository(repo.path)
     assert fresh.migrate() == ["run_log_options_and_columns", "fencing_tokens", "windows_and_deletes", "run_log_lines"]
     assert fresh.schema_version() == 5
@@ -107,11 +168,10 @@ def test_first_use_migrates(repo: Repository) -> None:
     assert repo.schema_version() == LATEST_VERSION
 
 
-def test_wal_mode_on(repo: Repository) -> None:
-    repo.history()
-    with raw(repo.path) as con:
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    con.close()
+def test_wal_mode_on(sqlite_repo: Repository) -> None:
+    sqlite_repo.history()
+    with raw(sqlite_repo) as con:
+        assert con.execute("PRAGMA journal_mode")[0][0] == "wal"
 
 
 def test_not_a_database_is_repository_error(tmp_path: Path) -> None:
@@ -132,9 +192,8 @@ def test_unwritable_folder_is_repository_error(tmp_path: Path) -> None:
 
 def test_newer_schema_is_refused(repo: Repository) -> None:
     repo.migrate()
-    with raw(repo.path) as con:
+    with raw(repo) as con:
         con.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'x')")
-    con.close()
     with pytest.raises(RepositoryError, match="newer"):
         Repository(repo.path).migrate()
 
@@ -173,20 +232,19 @@ def test_sync_catalog(repo: Repository) -> None:
         groups={"nightly": Group(modules=["orders"], schedule="0 2 * * *")},
     )
     repo.sync_catalog(cat)
-    with raw(repo.path) as con:
+    with raw(repo) as con:
         conns = {r["name"]: dict(r) for r in con.execute("SELECT * FROM connections")}
         assert conns["dw"]["password_ref"] == "$DW_PASSWORD"
         assert conns["src"]["password_ref"] == "***"
         assert conns["lite"]["password_ref"] is None
         dump = "\n".join(str(tuple(r)) for t in TABLES for r in con.execute(f'SELECT * FROM "{t}"'))
         assert "lit3ral-Pw" not in dump
-        wms = con.execute("SELECT * FROM watermarks").fetchall()
+        wms = con.execute("SELECT * FROM watermarks")
         assert [(w["module"], w["name"], w["default_value"]) for w in wms] == [("orders", "since", "1900-01-01")]
-        hooks = con.execute("SELECT run_on FROM hooks ORDER BY position").fetchall()
+        hooks = con.execute("SELECT run_on FROM hooks ORDER BY position")
         assert [h[0] for h in hooks] == ["success", "failure"]
-        grp = con.execute('SELECT * FROM "groups"').fetchone()
+        grp = con.execute('SELECT * FROM "groups"')[0]
         assert json.loads(grp["modules"]) == ["orders"] and grp["stop_on_failure"] == 1
-    con.close()
     mods = {m["name"]: m for m in repo.catalog_modules()}
     assert mods["orders"]["merge_key"] == ["id", "line"]
     assert mods["orders"]["group"] == "nightly" and mods["items"]["group"] is None
@@ -195,10 +253,9 @@ def test_sync_catalog(repo: Repository) -> None:
     # a second sync replaces the contents
     repo.sync_catalog(FakeCatalog(modules={"items": cat.modules["items"]}))
     assert [m["name"] for m in repo.catalog_modules()] == ["items"]
-    with raw(repo.path) as con:
-        assert con.execute("SELECT count(*) FROM watermarks").fetchone()[0] == 0
-        assert con.execute("SELECT count(*) FROM connections").fetchone()[0] == 0
-    con.close()
+    with raw(repo) as con:
+        assert con.execute("SELECT count(*) FROM watermarks")[0][0] == 0
+        assert con.execute("SELECT count(*) FROM connections")[0][0] == 0
 
 
 # -- run log --------------------------------------------------------------------------------
@@ -211,7 +268,7 @@ def test_run_log_round_trip_and_redaction(repo: Repository) -> None:
     run = repo.get_run(rid)
     assert run is not None
     assert run["status"] == "running" and run["trigger"] == "dagster" and run["transport"] == "native"
-    assert run["host"] == socket.gethostname() and run["pid"] == os.getpid()
+    assert run["host"] == host_identity() and run["pid"] == os.getpid()
     assert run["options"] == {"full_refresh": True, "note": "pw ***"}
     repo.update_run(rid, phase="stage", watermarks={"since": "2024-01-01"},
                     phase_timings={"watermarks": 0.5}, source_sql=f"select '{secret}'",
@@ -230,9 +287,8 @@ def test_run_log_round_trip_and_redaction(repo: Repository) -> None:
     assert run["source_sql"] == "select '***'"
     assert run["log"] == "starting\nconnecting with -scp *** and password=***\n"
     assert run["finished_at"] >= run["started_at"] and run["duration_s"] >= 0
-    with raw(repo.path) as con:
+    with raw(repo) as con:
         dump = "\n".join(str(tuple(r)) for r in con.execute("SELECT * FROM run_log"))
-    con.close()
     assert secret not in dump and "hunter22" not in dump
 
 
@@ -252,10 +308,9 @@ def test_log_appends_cost_the_same_at_the_end_as_at_the_start(repo: Repository) 
     line = "y" * 200
     for i in range(4000):
         repo.append_log(rid, f"{i:05d}{line}")
-    with raw(repo.path) as con:
-        assert con.execute("SELECT log FROM run_log WHERE id = ?", (rid,)).fetchone()[0] is None  # nothing rewritten
-        assert tuple(con.execute("SELECT count(*), max(n) FROM run_log_lines WHERE run_id = ?", (rid,)).fetchone()) == (4000, 4000)
-    con.close()
+    with raw(repo) as con:
+        assert con.execute("SELECT log FROM run_log WHERE id = ?", (rid,))[0][0] is None  # nothing rewritten
+        assert tuple(con.execute("SELECT count(*), max(n) FROM run_log_lines WHERE run_id = ?", (rid,))[0]) == (4000, 4000)
     log = repo.get_run(rid)["log"]  # type: ignore[index]
     assert log.splitlines()[0] == f"00000{line}" and log.splitlines()[-1] == f"03999{line}"
     assert repo.history("m")[0]["log"] == log
@@ -299,7 +354,7 @@ def test_lock_acquire_release_only_by_owner(repo: Repository) -> None:
     again = repo.acquire_lock("m", LockOwner.current())  # same process: still held
     assert not again.acquired and again.holder is not None and again.holder.owner.pid == os.getpid()
     res = repo.acquire_lock("m", other)
-    assert not res.acquired and res.holder is not None and res.holder.owner.host == socket.gethostname()
+    assert not res.acquired and res.holder is not None and res.holder.owner.host == host_identity()
     assert not repo.release_lock("m", other)
     assert not repo.heartbeat("m", other)
     assert repo.heartbeat("m", me)
@@ -318,7 +373,7 @@ def test_stale_takeover_dead_pid(repo: Repository) -> None:
     pid = dead_pid()
     rid = repo.start_run("m", trigger="cli")
     repo.update_run(rid, pid=pid, phase="stage")
-    dead = LockOwner(socket.gethostname(), pid, rid)
+    dead = LockOwner(host_identity(), pid, rid)
     assert repo.acquire_lock("m", dead).acquired
     lock = repo.get_lock("m")
     assert lock is not None and lock.is_stale()[0]
@@ -337,9 +392,9 @@ def test_stale_takeover_old_heartbeat(repo: Repository) -> None:
     rid = repo.start_run("m", trigger="dagster")
     remote = LockOwner("other-host", 1, rid)  # cannot check its pid: only the heartbeat counts
     assert repo.acquire_lock("m", remote).acquired
-    set_heartbeat(repo.path, "m", 60)
+    set_heartbeat(repo, "m", 60)
     assert not repo.acquire_lock("m", LockOwner.current()).acquired
-    set_heartbeat(repo.path, "m", 600)
+    set_heartbeat(repo, "m", 600)
     res = repo.acquire_lock("m", LockOwner.current())
     assert res.acquired and res.took_over is not None and res.took_over.owner.host == "other-host"
     run = repo.get_run(rid)
@@ -351,9 +406,9 @@ def test_stale_takeover_old_heartbeat(repo: Repository) -> None:
 def test_live_owner_on_this_host_is_never_stale_by_heartbeat_age(repo: Repository) -> None:
     """A paused process (SIGSTOP, a frozen VM) resumes and goes on: its age alone proves nothing."""
     rid = repo.start_run("m", trigger="cli")
-    paused = LockOwner(socket.gethostname(), os.getppid(), rid, "tok-a")  # a live process, not us
+    paused = LockOwner(host_identity(), os.getppid(), rid, "tok-a")  # a live process, not us
     assert repo.acquire_lock("m", paused).acquired
-    set_heartbeat(repo.path, "m", 3600)
+    set_heartbeat(repo, "m", 3600)
     lock = repo.get_lock("m")
     assert lock is not None and not lock.is_stale(stale_after=1.0)[0]
     res = repo.acquire_lock("m", LockOwner.current(token="tok-b"), stale_after=1.0)
@@ -383,7 +438,7 @@ def test_record_commit_corrects_a_run_that_died_after_its_commit(repo: Repositor
 def test_takeover_leaves_finished_runs_alone(repo: Repository) -> None:
     rid = repo.start_run("m", trigger="cli")
     repo.finish_run(rid, "success")
-    assert repo.acquire_lock("m", LockOwner(socket.gethostname(), dead_pid(), rid)).acquired
+    assert repo.acquire_lock("m", LockOwner(host_identity(), dead_pid(), rid)).acquired
     assert repo.acquire_lock("m", LockOwner.current()).took_over is not None
     assert repo.get_run(rid)["status"] == "success"  # type: ignore[index]
 
@@ -401,7 +456,7 @@ def test_force_unlock(repo: Repository) -> None:
 
 
 def test_mark_dead_runs(repo: Repository) -> None:
-    host = socket.gethostname()
+    host = host_identity()
     pid = dead_pid()
     # dead, lock gone, started long ago -> error
     r1 = repo.start_run("a", trigger="cli")
@@ -429,7 +484,7 @@ def test_mark_dead_runs(repo: Repository) -> None:
     assert repo.mark_dead_runs() == 0
 
 
-def _contend(path: str, rounds: int, barrier, results) -> None:  # runs in a child process
+def _contend(path: Path | DatabaseURL, rounds: int, barrier, results) -> None:  # runs in a child process
     repo = Repository(path)
     me = LockOwner.current()
     for i in range(rounds):
@@ -444,7 +499,7 @@ def test_two_processes_race_for_the_lock(repo: Repository) -> None:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_contend, args=(str(repo.path), rounds, barrier, results)) for _ in range(2)]
+    procs = [ctx.Process(target=_contend, args=(repo.path, rounds, barrier, results)) for _ in range(2)]
     for p in procs:
         p.start()
     got = [results.get(timeout=120) for _ in range(2 * rounds)]
@@ -463,7 +518,7 @@ def test_two_processes_race_for_the_lock(repo: Repository) -> None:
         assert repo.get_lock(f"m{i}").owner.pid == w[0]  # type: ignore[union-attr]
 
 
-def _first_use(path: str, barrier, results) -> None:  # runs in a child process
+def _first_use(path: Path | DatabaseURL, barrier, results) -> None:  # runs in a child process
     barrier.wait()
     try:
         repo = Repository(path)
@@ -473,10 +528,13 @@ def _first_use(path: str, barrier, results) -> None:  # runs in a child process
         results.put(("error", repr(e)))
 
 
-def test_several_processes_create_the_same_new_repository(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_several_processes_create_the_same_new_repository(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Four processes using one new repository at the same moment: each migration runs once."""
     ctx = mp.get_context("spawn")
-    for attempt in range(2):
-        path = str(tmp_path / f"try{attempt}" / "pipekit.db")
+    for attempt in range(2 if kind == "sqlite" else 1):
+        where = tmp_path / f"try{attempt}" / "pipekit.db" if kind == "sqlite" else request.getfixturevalue("pg_db")
+        path = Repository(where).path
         barrier, results = ctx.Barrier(4), ctx.Queue()
         procs = [ctx.Process(target=_first_use, args=(path, barrier, results)) for _ in range(4)]
         for p in procs:
@@ -485,7 +543,177 @@ def test_several_processes_create_the_same_new_repository(tmp_path: Path) -> Non
         for p in procs:
             p.join(timeout=60)
         assert got == [("ok", LATEST_VERSION)] * 4
-        assert len(Repository(path).history()) == 4
-        with raw(Path(path)) as con:
-            assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
-        con.close()
+        repo = Repository(path)
+        assert len(repo.history()) == 4
+        with raw(repo) as con:
+            assert con.execute("SELECT count(*) FROM schema_migrations")[0][0] == len(MIGRATIONS)
+
+
+# -- the backends: settings, URLs, errors, host identity ------------------------------------
+
+def test_database_url_never_shows_its_password_and_resolves_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 pg_db: str) -> None:
+    host_db = pg_db.split("@", 1)[1]
+    url = DatabaseURL(pg_db)
+    assert str(url) == f"postgresql://pipekit@{host_db}" and PG_PASSWORD not in repr(Repository(url).describe())
+    assert redact(f"failed: {pg_db}") == f"failed: postgresql://pipekit:***@{host_db}"
+    # the password as a $VAR: from the environment, else the secrets file; missing names the variable
+    ref = DatabaseURL(f"postgresql://pipekit:$PK_REPO_PW@{host_db}", tmp_path / "secrets.env")
+    monkeypatch.delenv("PK_REPO_PW", raising=False)
+    with pytest.raises(SecretError, match=r"\$PK_REPO_PW is not set"):
+        Repository(ref).migrate()
+    (tmp_path / "secrets.env").write_text(f"PK_REPO_PW={PG_PASSWORD}\n")
+    repo = Repository(ref)
+    assert repo.migrate()[0] == "base_schema" and repo.schema_version() == LATEST_VERSION
+    monkeypatch.setenv("PK_REPO_PW", "not-the-password")  # the environment wins
+    with pytest.raises(RepositoryError) as e:
+        Repository(DatabaseURL(ref.url, tmp_path / "secrets.env")).history()
+    assert "password authentication failed" in str(e.value) and "not-the-password" not in str(e.value)
+    with pytest.raises(RepositoryError, match="must start with postgresql://"):
+        DatabaseURL("mysql://u@h/db")
+    with pytest.raises(RepositoryError, match="name the database"):
+        DatabaseURL("postgresql://u@h:5432/")
+
+
+def test_settings_pick_the_backend(tmp_path: Path, pg_db: str) -> None:
+    base = {"PIPEKIT_SECRETS": str(tmp_path / "secrets.env")}
+    s = load_settings({**base, "PIPEKIT_DB": "state/pk.db"}, cwd=tmp_path)
+    assert s.database == tmp_path / "state" / "pk.db" and s.state_dir == tmp_path / "state" / ".pipekit-state"
+    s = load_settings({**base, "PIPEKIT_DB": pg_db}, cwd=tmp_path)
+    assert isinstance(s.database, DatabaseURL) and s.database.url == pg_db
+    assert PG_PASSWORD not in str(s.database) and PG_PASSWORD not in repr(s)
+    assert s.database.exists() and s.state_dir == Path.cwd() / ".pipekit-state"
+    assert Repository(s.database).backend == "postgresql"
+    # the whole value a $VAR; and 'database:' in pipekit.yaml
+    s = load_settings({**base, "PIPEKIT_DB": "$PK_DB_URL", "PK_DB_URL": pg_db}, cwd=tmp_path)
+    assert isinstance(s.database, DatabaseURL) and s.database.url == pg_db
+    (tmp_path / "pipekit.yaml").write_text(f"database: {pg_db}\n")
+    s = load_settings(base, cwd=tmp_path)
+    assert isinstance(s.database, DatabaseURL) and s.database.dbname == pg_db.rsplit("/", 1)[1]
+    assert s.state_dir == tmp_path / ".pipekit-state"
+    with pytest.raises(ConfigError, match="PIPEKIT_DB: database setting 'mysql://u:\\*\\*\\*@h/d'"):
+        load_settings({**base, "PIPEKIT_DB": "mysql://u:pw1234@h/d"}, cwd=tmp_path)
+    with pytest.raises(SecretError, match=r"PIPEKIT_DB: \$NOT_SET_ANYWHERE is not set"):
+        load_settings({**base, "PIPEKIT_DB": "$NOT_SET_ANYWHERE"}, cwd=tmp_path)
+
+
+def test_unreachable_server_is_repository_error_naming_it(tmp_path: Path) -> None:
+    with socket_port() as port:
+        repo = Repository(f"postgresql://pipekit:{PG_PASSWORD}@127.0.0.1:{port}/nowhere")
+        with pytest.raises(RepositoryError) as e:
+            repo.history()
+    msg = str(e.value)
+    assert f"cannot connect to the repository postgresql://pipekit@127.0.0.1:{port}/nowhere" in msg
+    assert "PIPEKIT_DB" in msg and PG_PASSWORD not in msg
+
+
+class socket_port:
+    """A local TCP port with nothing listening, for the duration of the block."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_host_identity_is_hostname_boot_and_pid_namespace() -> None:
+    import socket
+
+    ident = host_identity()
+    assert ident.split("#")[0] == socket.gethostname()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    pidns = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    assert machine_id() == f"{boot[:12]}.{pidns}" and ident == f"{socket.gethostname()}#{machine_id()}"
+    assert LockOwner.current().host == ident
+
+
+def test_same_hostname_on_another_machine_goes_by_heartbeat_only(repo: Repository) -> None:
+    """A container with our hostname (or this host before a reboot) is another machine: its pid
+    means nothing here, so a dead-looking pid is not a takeover; an old heartbeat is."""
+    import socket
+
+    twin = LockOwner(f"{socket.gethostname()}#0123456789ab.4026531999", dead_pid(), None)
+    legacy = LockOwner(socket.gethostname(), dead_pid(), None)  # a lock row of an older pipekit
+    for owner in (twin, legacy):
+        assert repo.acquire_lock("m", owner).acquired
+        lock = repo.get_lock("m")
+        assert lock is not None and not lock.is_stale()[0]
+        assert not repo.acquire_lock("m", LockOwner.current()).acquired
+        set_heartbeat(repo, "m", 600)
+        res = repo.acquire_lock("m", LockOwner.current())
+        assert res.acquired and res.took_over is not None and res.took_over.owner == owner
+        assert repo.release_lock("m", LockOwner.current())
+
+
+def test_sqlite_keeps_its_ddl_and_postgresql_gets_translated_ddl(sqlite_repo: Repository, pg_db: str) -> None:
+    from pipekit_core.repo_backends import pg_ddl
+
+    sqlite_repo.migrate()
+    with raw(sqlite_repo) as con:
+        stored = {r[0]: r[1] for r in con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")}
+    assert stored["connections"] == MIGRATIONS[0][2][0]  # byte for byte what the migration says
+    assert "id INTEGER PRIMARY KEY AUTOINCREMENT" in stored["run_log"]
+    pg = pg_ddl(MIGRATIONS[0][2][5])
+    assert "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" in pg and "duration_s DOUBLE PRECISION" in pg
+    assert "pid BIGINT" in pg and "INTEGER" not in pg and " REAL" not in pg
+    assert '"user" TEXT' in pg_ddl(MIGRATIONS[0][2][0])
+    repo = Repository(pg_db)
+    repo.migrate()
+    with raw(repo) as con:
+        types = {r[0]: r[1] for r in con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            (PG_SCHEMA, "run_log"))}
+    assert types["id"] == "bigint" and types["duration_s"] == "double precision" and types["started_at"] == "text"
+    rid = repo.start_run("m", trigger="cli")
+    repo.update_run(rid, rows_read=5_000_000_000, duration_s=0.123456789)
+    run = repo.get_run(rid)
+    assert run is not None and run["rows_read"] == 5_000_000_000 and run["duration_s"] == 0.123456789
+
+
+def _child_start_run(path: DatabaseURL, results) -> None:  # runs in a forked child
+    results.put(Repository(path).start_run("child", trigger="cli"))
+
+
+def test_postgresql_pool_survives_a_fork(pg_db: str) -> None:
+    """A forked child (Dagster's multiprocess executor, a daemon's worker) opens its own
+    connections; the parent's pooled ones go on working."""
+    repo = Repository(pg_db)
+    parent_run = repo.start_run("parent", trigger="cli")
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    p = ctx.Process(target=_child_start_run, args=(repo.path, results))
+    p.start()
+    child_run = results.get(timeout=60)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    repo.append_log(parent_run, "still here")
+    assert [r["module"] for r in repo.history()] == ["child", "parent"] and child_run > parent_run
+    assert repo.get_run(parent_run)["log"] == "still here\n"  # type: ignore[index]
+
+
+def test_doctor_reports_the_postgresql_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_db: str) -> None:
+    from pipekit_core.doctor import run_doctor
+
+    (tmp_path / "defs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPEKIT_CONFIG", raising=False)
+    monkeypatch.setenv("PIPEKIT_DEFS", str(tmp_path / "defs"))
+    monkeypatch.setenv("PIPEKIT_SECRETS", str(tmp_path / "secrets.env"))
+    monkeypatch.setenv("PK_DOCTOR_PW", PG_PASSWORD)
+    monkeypatch.setenv("PIPEKIT_DB", pg_db.replace(PG_PASSWORD, "$PK_DOCTOR_PW"))
+    lines: list[str] = []
+    run_doctor(lines.append)
+    host_db = pg_db.split("@", 1)[1]
+    repo_line = next(line for line in lines if "repository" in line)
+    assert repo_line.startswith(f"ok    repository: postgresql {host_db} (reachable, server ")
+    assert repo_line.endswith(f"schema {PG_SCHEMA} version {LATEST_VERSION})")
+    assert all(PG_PASSWORD not in line for line in lines)
+    monkeypatch.setenv("PIPEKIT_DB", str(tmp_path / "pk.db"))
+    lines.clear()
+    run_doctor(lines.append)
+    assert f"ok    repository: sqlite {tmp_path / 'pk.db'} (schema version {LATEST_VERSION})" in lines

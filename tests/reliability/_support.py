@@ -144,6 +144,12 @@ class Scenario:
     transport: str = "native"
     rows: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    repo_url: str | None = None  # a PostgreSQL repository (PIPEKIT_DB) instead of tmp/pipekit.db
+
+    def use_pg_repository(self, url: str) -> None:
+        """Keep pipekit's repository in PostgreSQL at ``url`` (its schema ``pipekit``)."""
+        self.repo_url = url
+        self.extra_env["PIPEKIT_DB"] = url
 
     @property
     def mid_copy(self) -> int:
@@ -235,7 +241,7 @@ class Scenario:
     # -- the repository ---------------------------------------------------------------------
     @property
     def repo(self) -> Repository:
-        return Repository(self.tmp / "pipekit.db")
+        return Repository(self.repo_url or self.tmp / "pipekit.db")
 
     def history(self, module: str = "m") -> list[dict]:
         """Runs of ``module``, oldest first."""

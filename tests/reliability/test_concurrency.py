@@ -35,8 +35,11 @@ def intervals(runs: list[dict]) -> list[tuple[datetime, datetime]]:
     return sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in runs)
 
 
-def test_eight_runs_of_one_module_exactly_one_runs(tmp_path: Path, pg_db: str) -> None:
+@pytest.mark.parametrize("repo_kind", ["sqlite", "postgresql"])
+def test_eight_runs_of_one_module_exactly_one_runs(repo_kind: str, tmp_path: Path, pg_db: str) -> None:
     sc = Scenario.build(tmp_path, pg_db, rows=200)
+    if repo_kind == "postgresql":
+        sc.use_pg_repository(pg_db)
     assert sc.run("init").returncode == 0  # the repository exists: the race is for the lock alone
     procs = [sc.start("run", "m", failpoint="after_resolve:sleep:5", tag=f"r{i}") for i in range(8)]
     took = wait_all(procs)
@@ -56,8 +59,11 @@ def test_eight_runs_of_one_module_exactly_one_runs(tmp_path: Path, pg_db: str) -
     assert sc.repo.get_lock("m") is None
 
 
-def test_eight_runs_with_wait_run_one_after_another(tmp_path: Path, pg_db: str) -> None:
+@pytest.mark.parametrize("repo_kind", ["sqlite", "postgresql"])
+def test_eight_runs_with_wait_run_one_after_another(repo_kind: str, tmp_path: Path, pg_db: str) -> None:
     sc = Scenario.build(tmp_path, pg_db, rows=200)
+    if repo_kind == "postgresql":
+        sc.use_pg_repository(pg_db)
     assert sc.run("init").returncode == 0
     procs = [sc.start("run", "m", "--wait", failpoint="after_resolve:sleep:0.3", tag=f"w{i}") for i in range(8)]
     wait_all(procs, timeout=180)

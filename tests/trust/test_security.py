@@ -39,11 +39,11 @@ def test_repository_file_and_wal_are_owner_only(tmp_path: Path) -> None:
     try:
         repo = Repository(tmp_path / "pipekit.db")
         repo.migrate()
-        con = repo._open()
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("CREATE TABLE IF NOT EXISTS t_probe (x)")
-        con.execute("INSERT INTO t_probe VALUES (1)")
-        con.execute("COMMIT")
+        with repo._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE IF NOT EXISTS t_probe (x)")
+            con.execute("INSERT INTO t_probe VALUES (1)")
+            con.execute("COMMIT")
         assert _mode(repo.path) == 0o600
         for suffix in ("-wal", "-shm"):
             side = Path(str(repo.path) + suffix)
@@ -109,9 +109,8 @@ def test_catalog_never_stores_a_url_password(tmp_path: Path) -> None:
     repo.migrate()
     repo.sync_catalog(_Cat(connections={
         "dw": Connection(url=f"postgresql://user:{pw}@db.example:5432/app", name="dw")}))
-    con = repo._open()
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    with repo._connect() as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("pipekit.db"))
     assert pw.encode() not in data
     assert b"pa/ss" not in data
