@@ -504,5 +504,10 @@ def secrets_list() -> None:
         print(k)
 
 
+# pipekit inspect | new | import-original (the commands import their modules when they run)
+from pipekit_core.cli_authoring import register as _register_authoring  # noqa: E402
+
+_register_authoring(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
