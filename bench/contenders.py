@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -38,9 +39,43 @@ class Job:
     moved: int  # rows copied by one run
     src_table: str  # PostgreSQL: table on bench_src; SQLite: table in src_<n>.db
     expect: tuple[int, int]  # (rows, changed rows) in the destination after a run
+    kind: str = "orders"  # orders (12 columns, key id), lineitem (TPC-H-like), group (50 small modules)
+    base: str = ""  # incremental: the bench_dst table every destination is reset to ("before")
+    modules: int = 1  # group: how many modules
+
+    @property
+    def columns(self) -> list[tuple[str, str, str]]:
+        return data.LI_COLUMNS if self.kind == "lineitem" else data.COLUMNS
+
+    @property
+    def names(self) -> list[str]:
+        return [c[0] for c in self.columns]
+
+    @property
+    def merge_key(self) -> list[str]:
+        return data.LI_KEY if self.kind == "lineitem" else ["id"]
+
+    @property
+    def cursor(self) -> str:
+        return "l_updated_at" if self.kind == "lineitem" else "updated_at"
+
+    @property
+    def changed_sql(self) -> str:
+        return "l_comment LIKE '%-u'" if self.kind == "lineitem" else "name LIKE '%-u'"
+
+    @property
+    def big(self) -> bool:
+        return self.source_rows >= 2_000_000
 
 
-def make_jobs(n: int, big: int | None) -> list[Job]:
+GROUP = "bench_group"
+
+
+def group_modules(count: int) -> list[str]:
+    return [f"grp_m{i:02d}" for i in range(count)]
+
+
+def make_jobs(n: int, big: int | None, group_size: int = 50) -> list[Job]:
     changed = n // 20 + n // 100
     jobs = [
         Job("full_pg", f"Full load {n:,} rows, PG->PG", "postgresql", "full", n, n, f"full_{n}", (n, 0)),
@@ -53,6 +88,7 @@ def make_jobs(n: int, big: int | None) -> list[Job]:
             changed,
             f"inc_{n}",
             (n + n // 100, changed),
+            base=f"inc_base_{n}",
         ),
         Job(
             "small_pg",
@@ -75,20 +111,67 @@ def make_jobs(n: int, big: int | None) -> list[Job]:
             "small",
             (data.SMALL_ROWS, 0),
         ),
+        Job(
+            "li_full",
+            f"Full refresh {n:,} rows, TPC-H-like lineitem, PG->PG",
+            "postgresql",
+            "full",
+            n,
+            n,
+            f"li_{n}",
+            (n, 0),
+            kind="lineitem",
+        ),
     ]
     if big:
         jobs.append(
             Job(
-                "full_big_pg",
-                f"Full load {big:,} rows, PG->PG (memory flatness)",
+                "li_full_big",
+                f"Full refresh {big:,} rows, TPC-H-like lineitem, PG->PG (also: memory flatness)",
                 "postgresql",
                 "full",
                 big,
                 big,
-                f"full_{big}",
+                f"li_{big}",
                 (big, 0),
+                kind="lineitem",
             )
         )
+    m = big or n
+    upd, ins = data.li_changes(m)
+    for key, what in (
+        ("li_incr", "destination with its primary key (as created by hand)"),
+        ("li_incr_new", "destination table created by pipekit on a first run"),
+    ):
+        jobs.append(
+            Job(
+                key,
+                f"Incremental {upd + ins:,} changed ({upd:,} updated, {ins:,} new) of {m + ins:,}, "
+                f"lineitem, key (l_orderkey, l_linenumber), PG->PG; {what}",
+                "postgresql",
+                "incremental",
+                m + ins,
+                upd + ins,
+                f"li_inc_{m}",
+                (m + ins, upd + ins),
+                kind="lineitem",
+                base=f"li_base_{m}",
+            )
+        )
+    jobs.append(
+        Job(
+            "group",
+            f"Group of {group_size} small modules ({data.SMALL_ROWS} rows each, PG->PG) in one run",
+            "postgresql",
+            "full",
+            data.SMALL_ROWS,
+            data.SMALL_ROWS * group_size,
+            f"small_{data.SMALL_ROWS}",
+            (data.SMALL_ROWS * group_size, 0),
+            kind="group",
+            modules=group_size,
+        )
+    )
     return jobs
 
 
@@ -102,6 +185,9 @@ class Bench:
     big: int | None
     timeout: float
     jobs: list[Job] = field(default_factory=list)
+    # Templates (tpl_<job> runs of pipekit): job key -> error text when building it failed.
+    template_errors: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # job key -> what a reset did (for the report)
 
     @property
     def sqlite_src(self) -> Path:
@@ -113,6 +199,16 @@ class Bench:
     def base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEKIT_", "DAGSTER_"))}
         env["PGTZ"] = "UTC"
+        return env
+
+    def pipekit_env(self, defs: str, db: str) -> dict[str, str]:
+        env = self.base_env()
+        env.update(
+            PIPEKIT_DEFS=str(self.workdir / defs),
+            PIPEKIT_DB=str(self.workdir / db),
+            PIPEKIT_SECRETS=str(self.workdir / "no-secrets.env"),
+            BENCH_PG_PW=self.pg.parts[3],
+        )
         return env
 
 
@@ -143,6 +239,9 @@ class Contender:
     def check(self, job: Job) -> tuple[int, int]:
         raise NotImplementedError
 
+    def cleanup(self, job: Job) -> None:
+        """After the job's last repetition (untimed): drop what only fills the disk."""
+
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -150,31 +249,64 @@ PG = get_dialect("postgresql")
 LITE = get_dialect("sqlite")
 
 
-def _pg_cols(nullable_key: bool = True) -> list[ColumnDef]:
-    return [ColumnDef(n, t, nullable=nullable_key or n != "id") for n, t, _ in data.COLUMNS]
+def _pg_cols(job: Job) -> list[ColumnDef]:
+    return [ColumnDef(n, t) for n, t, _ in job.columns]
 
 
-def _src_sql(job: Job, since: str | None = None) -> str:
+def _src_sql(job: Job, since: str | None = None, limit: int | None = None) -> str:
     table = job.src_table if job.db == "sqlite" else f"public.{job.src_table}"
-    sql = f"SELECT {data.SELECT_LIST} FROM {table}"
+    sql = f"SELECT {', '.join(job.names)} FROM {table}"
     if job.strategy == "incremental":
-        sql += f" WHERE updated_at > '{since}'"
+        sql += f" WHERE {job.cursor} > '{since}'"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
     return sql
 
 
 def _pg_reset(b: Bench, table: str, job: Job) -> None:
-    data.reset_pg_table(b.pg, table, b.n, template=job.strategy == "incremental")
+    if job.strategy == "incremental":
+        data.reset_pg_table(b.pg, table, like=job.base, fill=job.base, columns=job.names)
+    else:
+        data.reset_pg_table(b.pg, table)
 
 
-# -- baseline ----------------------------------------------------------------------------------
+def _pg_drop(b: Bench, table: str, job: Job) -> None:
+    if job.big:
+        data.reset_pg_table(b.pg, table)
+
+
+def _pg_check(b: Bench, table: str, job: Job) -> tuple[int, int]:
+    return data.pg_check(b.pg, table, job.changed_sql)
+
+
+# -- baseline A ------------------------------------------------------------------------------
+
+
+def _psql(b: Bench, db: str, *args: str) -> list[str]:
+    return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", b.pg.conninfo(db), *args]
+
+
+def _psql_env(b: Bench) -> dict[str, str]:
+    env = b.base_env()
+    env["PGPASSWORD"] = b.pg.parts[3]
+    return env
+
+
+def _sqlite_version(cli: str | None) -> str:
+    if not cli:
+        return "sqlite3 CLI missing"
+    return (
+        "sqlite3 CLI " + subprocess.run([cli, "--version"], capture_output=True, text=True).stdout.split()[0]
+    )
 
 
 class Baseline(Contender):
-    """psql \\copy ... TO STDOUT | psql \\copy staging FROM STDIN, then the same merge SQL in psql;
-    on SQLite the sqlite3 CLI: ATTACH + INSERT ... SELECT into staging, then the same merge."""
+    """Baseline A: psql \\copy ... TO STDOUT | psql \\copy staging FROM STDIN, then the same merge
+    SQL in psql; on SQLite the sqlite3 CLI: ATTACH + INSERT ... SELECT into staging, then the
+    same merge. Incremental jobs merge into a destination that has its primary key."""
 
     name = "baseline"
-    label = "baseline (psql | psql, sqlite3 CLI)"
+    label = "baseline A (psql | psql into staging + merge; sqlite3 CLI staging + merge)"
     order = 0
 
     def __init__(self, bench: Bench) -> None:
@@ -183,15 +315,11 @@ class Baseline(Contender):
 
     def version(self) -> str:
         psql = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
-        lite = (
-            "sqlite3 CLI "
-            + subprocess.run([self.sqlite_cli, "--version"], capture_output=True, text=True).stdout.split()[0]
-            if self.sqlite_cli
-            else "sqlite3 CLI missing"
-        )
-        return f"{psql}; {lite}"
+        return f"{psql}; {_sqlite_version(self.sqlite_cli)}"
 
     def supports(self, job: Job) -> bool:
+        if job.kind == "group" or job.key == "li_incr_new":
+            return False
         return job.db == "postgresql" or self.sqlite_cli is not None
 
     def _table(self, job: Job) -> TableName:
@@ -203,44 +331,43 @@ class Baseline(Contender):
         else:
             self.b.sqlite_dst(self.name).unlink(missing_ok=True)
 
-    def _psql(self, db: str, *args: str) -> list[str]:
-        return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.b.pg.conninfo(db), *args]
+    def cleanup(self, job: Job) -> None:
+        _pg_drop(self.b, f"bl.{job.key}", job)
 
     def run(self, job: Job) -> str:
         if job.db == "sqlite":
             return self._run_sqlite(job)
-        env = self.b.base_env()
-        env["PGPASSWORD"] = self.b.pg.parts[3]
+        env = _psql_env(self.b)
         dest, staging = self._table(job), TableName("bl_staging", job.key)
-        names = [c[0] for c in data.COLUMNS]
-        ddl = PG.create_staging_sql(staging, [ColumnDef(n, t) for n, t, _ in data.COLUMNS], "bl_staging")
-        first = self._psql("bench_dst", "-At")
+        names = job.names
+        ddl = PG.create_staging_sql(staging, _pg_cols(job), "bl_staging")
+        first = _psql(self.b, "bench_dst", "-At")
         if job.strategy == "incremental":
-            first += ["-c", f"SELECT max(updated_at) FROM {PG.table(dest)}"]
+            first += ["-c", f"SELECT max({job.cursor}) FROM {PG.table(dest)}"]
         for stmt in ddl:
             first += ["-c", stmt]
         out = run_cmd(Cmd(first, env=env, capture=True), self.b.timeout).strip()
         since = out.splitlines()[0] if job.strategy == "incremental" else None
         cols = ", ".join(PG.quote(n) for n in names)
         run_pipe(
-            Cmd(self._psql("bench_src", "-c", f"\\copy ({_src_sql(job, since)}) TO STDOUT"), env=env),
-            Cmd(self._psql("bench_dst", "-c", f"\\copy {PG.table(staging)} ({cols}) FROM STDIN"), env=env),
+            Cmd(_psql(self.b, "bench_src", "-c", f"\\copy ({_src_sql(job, since)}) TO STDOUT"), env=env),
+            Cmd(_psql(self.b, "bench_dst", "-c", f"\\copy {PG.table(staging)} ({cols}) FROM STDIN"), env=env),
             self.b.timeout,
         )
         b = MergeBuilder(PG)
         if job.strategy == "full":
-            stmts = PG.create_table_sql(dest, _pg_cols()) + b.full(dest, staging, names)
+            stmts = PG.create_table_sql(dest, _pg_cols(job)) + b.full(dest, staging, names)
         else:
-            stmts = b.incremental(dest, staging, names, ["id"], key_not_null=True)
+            stmts = b.incremental(dest, staging, names, job.merge_key, key_not_null=True)
         script = "BEGIN; " + "; ".join(stmts) + "; COMMIT; " + PG.drop_table_sql(staging)
-        run_cmd(Cmd(self._psql("bench_dst", "-c", script), env=env), self.b.timeout)
+        run_cmd(Cmd(_psql(self.b, "bench_dst", "-c", script), env=env), self.b.timeout)
         return out
 
     def _run_sqlite(self, job: Job) -> str:
         dest, staging = TableName(None, job.key), TableName(None, f"pipekit_staging__{job.key}")
-        names = [c[0] for c in data.COLUMNS]
+        names = job.names
         cols = ", ".join(LITE.quote(n) for n in names)
-        typed = [ColumnDef(n, st) for n, _, st in data.COLUMNS]
+        typed = [ColumnDef(n, st) for n, _, st in job.columns]
         b = MergeBuilder(LITE)
         lines = [
             f"ATTACH DATABASE '{self.b.sqlite_src}' AS src",
@@ -263,17 +390,156 @@ class Baseline(Contender):
     def check(self, job: Job) -> tuple[int, int]:
         if job.db == "sqlite":
             return data.sqlite_check(self.b.sqlite_dst(self.name), job.key)
-        return data.pg_check(self.b.pg, f"bl.{job.key}")
+        return _pg_check(self.b, f"bl.{job.key}", job)
+
+
+# -- templates: the destination DDL pipekit ends with ---------------------------------------
+
+
+TPL_DB = "tpl.db"  # SQLite template destination (work dir)
+
+
+def template_table(job: Job) -> str:
+    """Where pipekit's own table for ``job`` is (bench_dst schema tpl; SQLite: tpl.db)."""
+    return f"tpl.{job.key}" if job.db == "postgresql" else job.key
+
+
+def template_jobs(jobs: list[Job]) -> list[Job]:
+    """Jobs whose destination DDL is taken from a pipekit run: the raw contender's full jobs and
+    the incremental whose destination pipekit created on a first run."""
+    return [j for j in jobs if (j.strategy == "full" and j.kind != "group") or j.key == "li_incr_new"]
+
+
+def build_templates(b: Bench, jobs: list[Job], log) -> None:  # noqa: ANN001
+    """Untimed, once per benchmark run: ``pipekit run --group bench_tpl``, whose modules are the
+    jobs' modules with ``LIMIT 1000`` and their tables in schema tpl (SQLite: tpl.db). A first
+    run creates each table as pipekit creates it (columns, types, NOT NULL, primary key,
+    indexes); the raw contender and the li_incr_new resets copy that DDL with ``CREATE TABLE
+    ... (LIKE tpl.<job> INCLUDING ALL)`` (SQLite: the CREATE statements from sqlite_master).
+    Built anew every run, so they follow the engine being measured."""
+    todo = template_jobs(jobs)
+    if not todo:
+        return
+    for job in todo:
+        if job.db == "postgresql":
+            data.reset_pg_table(b.pg, template_table(job))
+    (b.workdir / TPL_DB).unlink(missing_ok=True)
+    env = b.pipekit_env("defs_tpl", "pipekit_tpl.db")
+    try:
+        run_cmd(Cmd([PIPEKIT, "init"], env=env, cwd=b.workdir), b.timeout)
+        run_cmd(Cmd([PIPEKIT, "run", "--group", "bench_tpl"], env=env, cwd=b.workdir), b.timeout)
+    except StepError:
+        # The group stops at its first failure: run each template alone to know which failed.
+        for job in todo:
+            try:
+                run_cmd(Cmd([PIPEKIT, "run", f"tpl_{job.key}"], env=env, cwd=b.workdir), b.timeout)
+            except StepError as e:
+                b.template_errors[job.key] = f"template (pipekit run tpl_{job.key}) failed: {e}"
+                log(f"template tpl_{job.key}: {b.template_errors[job.key][:300]}")
+    for job in todo:
+        if (
+            job.db == "postgresql"
+            and job.key in ("li_full", "li_incr_new")
+            and job.key not in b.template_errors
+        ):
+            b.notes[f"ddl_{job.key}"] = data.describe_pg_table(b.pg, template_table(job))
+    ok = len([j for j in todo if j.key not in b.template_errors])
+    log(f"templates: {ok} of {len(todo)} destination table(s) created by pipekit (LIMIT 1000 runs)")
+
+
+def sqlite_ddl(path: Path, table: str) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type = 'table' DESC",
+            (table,),
+        ).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise RuntimeError(f"template {path}:{table} missing (pipekit run tpl_{table} created nothing)")
+    return [r[0] for r in rows]
+
+
+# -- raw single-write limit -------------------------------------------------------------------
+
+
+class Raw(Contender):
+    """The raw single-write limit: psql \\copy (SELECT ...) TO STDOUT | psql \\copy target FROM
+    STDIN into an empty table with pipekit's DDL (created in the untimed reset); SQLite: the
+    sqlite3 CLI, ATTACH + INSERT INTO target SELECT ... (one statement, one transaction)."""
+
+    name = "raw"
+    label = "raw limit (psql | psql into the empty target; sqlite3 CLI ATTACH + INSERT ... SELECT)"
+    order = -1
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(bench)
+        self.sqlite_cli = shutil.which("sqlite3")
+
+    def version(self) -> str:
+        psql = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+        return f"{psql}; {_sqlite_version(self.sqlite_cli)}"
+
+    def supports(self, job: Job) -> bool:
+        if job.strategy != "full" or job.kind == "group":
+            return False
+        return job.db == "postgresql" or self.sqlite_cli is not None
+
+    def reset(self, job: Job) -> None:
+        err = self.b.template_errors.get(job.key)
+        if err:
+            raise RuntimeError(err)
+        if job.db == "postgresql":
+            data.reset_pg_table(self.b.pg, f"raw.{job.key}", like=template_table(job))
+            return
+        path = self.b.sqlite_dst(self.name)
+        path.unlink(missing_ok=True)
+        con = sqlite3.connect(path)
+        try:
+            for stmt in sqlite_ddl(self.b.workdir / TPL_DB, job.key):
+                con.execute(stmt)
+            con.commit()
+        finally:
+            con.close()
+
+    def cleanup(self, job: Job) -> None:
+        if job.db == "postgresql":
+            _pg_drop(self.b, f"raw.{job.key}", job)
+
+    def run(self, job: Job) -> str:
+        if job.db == "sqlite":
+            cols = ", ".join(LITE.quote(n) for n in job.names)
+            script = self.b.workdir / f"raw_{job.key}.sql"
+            script.write_text(
+                f"ATTACH DATABASE '{self.b.sqlite_src}' AS src;\n"
+                f"INSERT INTO main.{LITE.quote(job.key)} ({cols}) SELECT {cols} FROM src.{LITE.quote(job.src_table)};\n"
+            )
+            assert self.sqlite_cli
+            return run_cmd(
+                Cmd([self.sqlite_cli, "-bail", str(self.b.sqlite_dst(self.name))], stdin_file=script),
+                self.b.timeout,
+            )
+        env = _psql_env(self.b)
+        cols = ", ".join(PG.quote(n) for n in job.names)
+        run_pipe(
+            Cmd(_psql(self.b, "bench_src", "-c", f"\\copy ({_src_sql(job)}) TO STDOUT"), env=env),
+            Cmd(_psql(self.b, "bench_dst", "-c", f"\\copy raw.{job.key} ({cols}) FROM STDIN"), env=env),
+            self.b.timeout,
+        )
+        return ""
+
+    def check(self, job: Job) -> tuple[int, int]:
+        if job.db == "sqlite":
+            return data.sqlite_check(self.b.sqlite_dst(self.name), job.key)
+        return _pg_check(self.b, f"raw.{job.key}", job)
 
 
 # -- pipekit -----------------------------------------------------------------------------------
 
 
-def write_defs(b: Bench, jobs: list[Job]) -> Path:
-    """module_defs for the pipekit contenders: <job> (native) and <job>_jr (jrunner)."""
-    folder = b.workdir / "defs"
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [
+def _connections(b: Bench, lite_dst: Path) -> list[str]:
+    return [
         "connections:",
         "  src:",
         f"    url: {b.pg.jdbc('bench_src')}",
@@ -286,103 +552,186 @@ def write_defs(b: Bench, jobs: list[Job]) -> Path:
         "  lite_src:",
         f"    url: jdbc:sqlite:{b.sqlite_src}",
         "  lite_dst:",
-        f"    url: jdbc:sqlite:{b.sqlite_dst('pipekit')}",
-        "modules:",
+        f"    url: jdbc:sqlite:{lite_dst}",
     ]
+
+
+def _module(
+    job: Job, name: str, dest_table: str, transport: str | None = None, limit: int | None = None
+) -> list[str]:
+    lines = [f"  - name: {name}"]
+    if job.db == "postgresql":
+        lines += ["    source: src", "    dest: dst"]
+    else:
+        lines += ["    source: lite_src", "    dest: lite_dst"]
+    lines += [f"    dest_table: {dest_table}", f"    strategy: {job.strategy}"]
+    if transport:
+        lines.append(f"    transport: {transport}")
+    if job.strategy == "incremental":
+        lines += [
+            f'    query: "{_src_sql(job, "{since}", limit)}"',
+            f"    merge_key: [{', '.join(job.merge_key)}]",
+            "    watermarks:",
+            "      - name: since",
+            f"        sql: SELECT max({job.cursor}) FROM {dest_table}",
+            "        default: '1900-01-01'",
+        ]
+    else:
+        lines.append(f'    query: "{_src_sql(job, limit=limit)}"')
+    return lines
+
+
+def write_defs(b: Bench, jobs: list[Job]) -> Path:
+    """Three definitions folders in the work dir:
+
+    defs/        the jobs' modules: <job> (native), <job>_jr (jrunner, orders jobs), and
+                 li_incr_new_hk (the hand-keyed twin of li_incr_new)
+    defs_group/  the group job's modules grp_m00.. in group bench_group (own folder, so that
+                 the Dagster code location of the other jobs does not load 50 more modules)
+    defs_tpl/    tpl_<job>: the templates (see build_templates), in group bench_tpl
+    """
+    folder = b.workdir / "defs"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [*_connections(b, b.sqlite_dst("pipekit")), "modules:"]
     for job in jobs:
-        variants = [("", "pk", None)]
-        if job.db == "postgresql" and job.key != "full_big_pg":
-            variants.append(("_jr", "jr", "jrunner"))
-        for suffix, schema, transport in variants:
-            name = job.key + suffix
-            if job.db == "postgresql":
-                lines += [
-                    f"  - name: {name}",
-                    "    source: src",
-                    "    dest: dst",
-                    f"    dest_table: {schema}.{job.key}",
-                ]
-            else:
-                lines += [
-                    f"  - name: {name}",
-                    "    source: lite_src",
-                    "    dest: lite_dst",
-                    f"    dest_table: {job.key}",
-                ]
-            lines.append(f"    strategy: {job.strategy}")
-            if transport:
-                lines.append(f"    transport: {transport}")
-            if job.strategy == "incremental":
-                lines += [
-                    f'    query: "{_src_sql(job, "{since}")}"',
-                    "    merge_key: [id]",
-                    "    watermarks:",
-                    "      - name: since",
-                    f"        sql: SELECT max(updated_at) FROM {schema}.{job.key}",
-                    "        default: '1900-01-01'",
-                ]
-            else:
-                lines.append(f'    query: "{_src_sql(job)}"')
-    path = folder / "bench.yaml"
-    path.write_text("\n".join(lines) + "\n")
+        if job.kind == "group":
+            continue
+        dest = f"pk.{job.key}" if job.db == "postgresql" else job.key
+        lines += _module(job, job.key, dest)
+        if job.db == "postgresql" and job.kind == "orders":
+            lines += _module(job, f"{job.key}_jr", f"jr.{job.key}", "jrunner")
+        if job.key == "li_incr_new":
+            lines += _module(job, f"{job.key}_hk", f"pkh.{job.key}")
+    (folder / "bench.yaml").write_text("\n".join(lines) + "\n")
+
+    for job in jobs:
+        if job.kind != "group":
+            continue
+        gfolder = b.workdir / "defs_group"
+        gfolder.mkdir(parents=True, exist_ok=True)
+        names = group_modules(job.modules)
+        lines = [*_connections(b, b.sqlite_dst("pipekit")), "modules:"]
+        for name in names:
+            lines += _module(job, name, f"grp.{name}")
+        lines += ["groups:", f"  {GROUP}:", f"    modules: [{', '.join(names)}]"]
+        (gfolder / "bench.yaml").write_text("\n".join(lines) + "\n")
+
+    tfolder = b.workdir / "defs_tpl"
+    tfolder.mkdir(parents=True, exist_ok=True)
+    todo = template_jobs(jobs)
+    lines = [*_connections(b, b.workdir / TPL_DB), "modules:"]
+    for job in todo:
+        lines += _module(job, f"tpl_{job.key}", template_table(job), limit=1000)
+    if todo:
+        lines += ["groups:", "  bench_tpl:", f"    modules: [{', '.join(f'tpl_{j.key}' for j in todo)}]"]
+    (tfolder / "bench.yaml").write_text("\n".join(lines) + "\n")
     return folder
 
 
 class Pipekit(Contender):
-    """``pipekit run <module>`` (native transport) in a subprocess."""
+    """``pipekit run <module>`` (native transport) in a subprocess; the group job:
+    ``pipekit run --group bench_group``."""
 
     name = "pipekit"
     label = "pipekit run (native)"
     order = 1
     schema = "pk"
     suffix = ""
+    db_name = "pipekit_pipekit.db"
 
-    def env(self) -> dict[str, str]:
-        env = self.b.base_env()
-        env.update(
-            PIPEKIT_DEFS=str(self.b.workdir / "defs"),
-            PIPEKIT_DB=str(self.b.workdir / f"pipekit_{self.name}.db"),
-            PIPEKIT_SECRETS=str(self.b.workdir / "no-secrets.env"),
-            BENCH_PG_PW=self.b.pg.parts[3],
-        )
-        return env
+    def env(self, job: Job | None = None) -> dict[str, str]:
+        if job is not None and job.kind == "group":
+            return self.b.pipekit_env("defs_group", "pipekit_group.db")
+        return self.b.pipekit_env("defs", self.db_name)
 
     def version(self) -> str:
         from importlib.metadata import version
 
         return f"pipekit {version('pipekit')}"
 
+    def supports(self, job: Job) -> bool:
+        return True
+
     def setup(self) -> None:
         run_cmd(Cmd([PIPEKIT, "init"], env=self.env(), cwd=self.b.workdir), self.b.timeout)
+        for job in self.b.jobs:
+            if job.kind == "group" and self.supports(job):
+                run_cmd(Cmd([PIPEKIT, "init"], env=self.env(job), cwd=self.b.workdir), self.b.timeout)
+
+    def table(self, job: Job) -> str:
+        return f"{self.schema}.{job.key}"
 
     def reset(self, job: Job) -> None:
-        if job.db == "postgresql":
-            _pg_reset(self.b, f"{self.schema}.{job.key}", job)
+        if job.kind == "group":
+            data.drop_schema(self.b.pg, "grp")
+        elif job.key == "li_incr_new":
+            err = self.b.template_errors.get(job.key)
+            if err:
+                raise RuntimeError(err)
+            note = data.reset_pg_table(
+                self.b.pg, self.table(job), like=template_table(job), fill=job.base, columns=job.names,
+                add_key=self.add_key(job),
+            )  # fmt: skip
+            if note:
+                self.b.notes[job.key] = note
+        elif job.db == "postgresql":
+            _pg_reset(self.b, self.table(job), job)
         else:
             self.b.sqlite_dst("pipekit").unlink(missing_ok=True)
 
+    def add_key(self, job: Job) -> list[str] | None:
+        return None
+
+    def cleanup(self, job: Job) -> None:
+        if job.db == "postgresql" and job.kind != "group":
+            _pg_drop(self.b, self.table(job), job)
+
     def argv(self, job: Job) -> list[str]:
+        if job.kind == "group":
+            return [PIPEKIT, "run", "--group", GROUP]
         return [PIPEKIT, "run", job.key + self.suffix]
 
     def run(self, job: Job) -> str:
-        return run_cmd(Cmd(self.argv(job), env=self.env(), cwd=self.b.workdir), self.b.timeout)
+        return run_cmd(Cmd(self.argv(job), env=self.env(job), cwd=self.b.workdir), self.b.timeout)
 
     def check(self, job: Job) -> tuple[int, int]:
+        if job.kind == "group":
+            return data.pg_count_tables(self.b.pg, [f"grp.{m}" for m in group_modules(job.modules)]), 0
         if job.db == "sqlite":
             return data.sqlite_check(self.b.sqlite_dst("pipekit"), job.key)
-        return data.pg_check(self.b.pg, f"{self.schema}.{job.key}")
+        return _pg_check(self.b, self.table(job), job)
+
+
+class HandKey(Pipekit):
+    """li_incr_new's reference: the same pipekit-created table, with the primary key added by
+    hand (ALTER TABLE ... ADD PRIMARY KEY) when pipekit created none; ``pipekit run li_incr_new_hk``."""
+
+    name = "handkey"
+    label = "pipekit run, pipekit-created table + primary key added by hand"
+    order = 2
+    schema = "pkh"
+    suffix = "_hk"
+
+    def supports(self, job: Job) -> bool:
+        return job.key == "li_incr_new"
+
+    def setup(self) -> None:
+        run_cmd(Cmd([PIPEKIT, "init"], env=self.env(), cwd=self.b.workdir), self.b.timeout)
+
+    def add_key(self, job: Job) -> list[str] | None:
+        return job.merge_key
 
 
 class Dagster(Pipekit):
-    """``dagster job execute -m pipekit_dagster.definitions -j <module>_job`` (temp DAGSTER_HOME)."""
+    """``dagster job execute -m pipekit_dagster.definitions -j <module>_job`` (temp DAGSTER_HOME);
+    the group job: ``-j bench_group_job``."""
 
     name = "dagster"
     label = "pipekit via dagster job execute"
-    order = 2
+    order = 3
 
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PIPEKIT_DB"] = str(self.b.workdir / "pipekit_pipekit.db")
+    def env(self, job: Job | None = None) -> dict[str, str]:
+        env = super().env(job)
         env["DAGSTER_HOME"] = str(self.b.workdir / "dagster_home")
         return env
 
@@ -399,10 +748,11 @@ class Dagster(Pipekit):
         return f"dagster {version('dagster')}"
 
     def supports(self, job: Job) -> bool:
-        return job.key != "full_big_pg"
+        return job.kind in ("orders", "group")
 
     def argv(self, job: Job) -> list[str]:
-        return [DAGSTER, "job", "execute", "-m", "pipekit_dagster.definitions", "-j", f"{job.key}_job"]
+        name = GROUP if job.kind == "group" else job.key
+        return [DAGSTER, "job", "execute", "-m", "pipekit_dagster.definitions", "-j", f"{name}_job"]
 
 
 class JrunnerStandin(Pipekit):
@@ -410,22 +760,24 @@ class JrunnerStandin(Pipekit):
 
     name = "jrunner"
     label = "pipekit run (jrunner stand-in: measures orchestration, not the real jrunner)"
-    order = 3
+    order = 4
     schema = "jr"
     suffix = "_jr"
 
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PIPEKIT_DB"] = str(self.b.workdir / "pipekit_pipekit.db")
+    def env(self, job: Job | None = None) -> dict[str, str]:
+        env = super().env(job)
         env["PIPEKIT_JRUNNER"] = str(JRUNNER_STANDIN)
         env["JRUNNER_STANDIN_PYTHON"] = sys.executable
         return env
+
+    def setup(self) -> None:
+        run_cmd(Cmd([PIPEKIT, "init"], env=self.env(), cwd=self.b.workdir), self.b.timeout)
 
     def version(self) -> str:
         return "tests/jrunner_standin (Python, psycopg 3)"
 
     def supports(self, job: Job) -> bool:
-        return job.db == "postgresql" and job.key != "full_big_pg"
+        return job.db == "postgresql" and job.kind == "orders"
 
 
 # -- dlt ---------------------------------------------------------------------------------------
@@ -435,7 +787,7 @@ class Dlt(Contender):
     """dlt sql_table -> postgres (replace / merge with incremental cursor), subprocess per run."""
 
     name = "dlt"
-    order = 4
+    order = 5
     backend = "connectorx"
 
     @property
@@ -454,7 +806,10 @@ class Dlt(Contender):
         return ", ".join(parts)
 
     def supports(self, job: Job) -> bool:
-        return job.db == "postgresql" and job.key != "full_big_pg"
+        # Where it ran before (the orders jobs) and the 1M lineitem full refresh; not the big
+        # jobs (its backend reads whole tables into memory) nor the lineitem incrementals (its
+        # reset would load the 6M "before" rows through dlt for every repetition).
+        return job.db == "postgresql" and (job.kind == "orders" or job.key == "li_full")
 
     def _dataset(self, job: Job) -> str:
         return f"dlt_{job.key}"
@@ -491,7 +846,7 @@ class Dlt(Contender):
         return run_cmd(Cmd(self._argv(job, job.src_table), env=self.env()), self.b.timeout)
 
     def check(self, job: Job) -> tuple[int, int]:
-        return data.pg_check(self.b.pg, f"{self._dataset(job)}.{job.key}")
+        return _pg_check(self.b, f"{self._dataset(job)}.{job.key}", job)
 
 
 # -- Sling -------------------------------------------------------------------------------------
@@ -507,11 +862,11 @@ def sling_binary() -> str | None:
 
 
 class Sling(Contender):
-    """sling run: full-refresh, or incremental with primary key id and update key updated_at."""
+    """sling run: full-refresh, or incremental with the job's primary key and update key."""
 
     name = "sling"
     label = "Sling (sling-linux-amd64 binary)"
-    order = 5
+    order = 6
 
     def __init__(self, bench: Bench) -> None:
         super().__init__(bench)
@@ -524,7 +879,11 @@ class Sling(Contender):
         return "sling " + out.strip().split()[-1]
 
     def supports(self, job: Job) -> bool:
-        return self.binary is not None and job.db == "postgresql" and job.key != "full_big_pg"
+        return (
+            self.binary is not None
+            and job.db == "postgresql"
+            and (job.kind == "orders" or job.key in ("li_full", "li_incr"))
+        )
 
     def env(self) -> dict[str, str]:
         env = self.b.base_env()
@@ -539,6 +898,9 @@ class Sling(Contender):
         with data.connect(self.b.pg.dst) as d:
             d.execute(f"DROP TABLE IF EXISTS sl.{job.key}_tmp")
 
+    def cleanup(self, job: Job) -> None:
+        _pg_drop(self.b, f"sl.{job.key}", job)
+
     def run(self, job: Job) -> str:
         assert self.binary
         argv = [
@@ -547,15 +909,22 @@ class Sling(Contender):
             "--tgt-conn", "BENCH_DST", "--tgt-object", f"sl.{job.key}",
         ]  # fmt: skip
         if job.strategy == "incremental":
-            argv += ["--mode", "incremental", "--primary-key", "id", "--update-key", "updated_at"]
+            argv += [
+                "--mode",
+                "incremental",
+                "--primary-key",
+                ",".join(job.merge_key),
+                "--update-key",
+                job.cursor,
+            ]
         else:
             argv += ["--mode", "full-refresh"]
         return run_cmds([Cmd(argv, env=self.env(), cwd=self.b.workdir)], self.b.timeout)
 
     def check(self, job: Job) -> tuple[int, int]:
-        return data.pg_check(self.b.pg, f"sl.{job.key}")
+        return _pg_check(self.b, f"sl.{job.key}", job)
 
 
-ALL: list[type[Contender]] = [Baseline, Pipekit, Dagster, JrunnerStandin, Dlt, Sling]
+ALL: list[type[Contender]] = [Raw, Baseline, Pipekit, HandKey, Dagster, JrunnerStandin, Dlt, Sling]
 
-__all__ = ["ALL", "Bench", "Contender", "Job", "StepError", "make_jobs", "write_defs"]
+__all__ = ["ALL", "Bench", "Contender", "Job", "StepError", "build_templates", "make_jobs", "write_defs"]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -96,7 +97,7 @@ def _tail(text: str | bytes | None, n: int = 1500) -> str:
     return text[-n:]
 
 
-def _spawn(cmd: Cmd, stdin: object) -> tuple[subprocess.Popen, dict[str, bytes], list[threading.Thread]]:
+def _spawn(cmd: Cmd, stdin: Any) -> tuple[subprocess.Popen, dict[str, bytes], list[threading.Thread]]:
     p = subprocess.Popen(
         cmd.argv, env=cmd.env, cwd=cmd.cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -1,20 +1,23 @@
 """pipekit benchmarks: one command, its own data, every contender on the same jobs.
 
-    .venv/bin/python bench/run.py            # full: 1M rows (+5M memory check), 3 runs each
-    .venv/bin/python bench/run.py --quick    # smoke: 100,000 rows, 1 run each
+    .venv/bin/python bench/run.py            # full: 1M rows + 6M-row lineitem jobs, 3 runs each
+    .venv/bin/python bench/run.py --quick    # smoke: 100,000 rows, no 6M jobs, 5-module group, 1 run
     .venv/bin/python bench/run.py --quick --only pipekit,baseline
+    .venv/bin/python bench/run.py --jobs li_full,li_full_big --only raw,pipekit --reps 1
 
 PostgreSQL: PIPEKIT_BENCH_PG (an admin URL), else PIPEKIT_TEST_PG, else the test server. The
 databases bench_src and bench_dst are created there. Contenders run one at a time, alternating
 within each repetition (the order rotates), each after an untimed reset of its destination.
 A full run writes docs/benchmarks.md and docs/benchmarks.png; --quick writes them under the
-work folder unless --report is given.
+work folder unless --report is given. The report's "Targets" section checks issue 13's targets
+from the run's own figures (bench/report.py, evaluate_targets).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -29,6 +32,7 @@ sys.path.insert(0, str(HERE))
 import codeloc  # noqa: E402
 import contenders as cs  # noqa: E402
 import data  # noqa: E402
+import importtime  # noqa: E402
 import report  # noqa: E402
 from measure import measure  # noqa: E402
 
@@ -42,15 +46,25 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = [c.name for c in cs.ALL]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="100,000 rows, 1 run each, no 5M job (a smoke run)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="100,000 rows, 1 run each, no 6M jobs, 5-module group (a smoke run)",
+    )
     ap.add_argument("--only", help=f"comma-separated contenders ({','.join(names)}); default all")
     ap.add_argument(
-        "--jobs", help="comma-separated jobs (full_pg,incr_pg,small_pg,full_sqlite,small_sqlite,full_big_pg)"
+        "--jobs",
+        help="comma-separated jobs (full_pg,incr_pg,small_pg,full_sqlite,small_sqlite,li_full,li_full_big,"
+        "li_incr,li_incr_new,group); default all",
     )
-    ap.add_argument("--rows", type=int, help="rows of the full load (default 1,000,000; --quick 100,000)")
+    ap.add_argument("--rows", type=int, help="rows of the full loads (default 1,000,000; --quick 100,000)")
     ap.add_argument(
-        "--big", type=int, help="rows of the memory-flatness full load (default 5,000,000; 0 = skip)"
+        "--big",
+        type=int,
+        help="rows of the big lineitem jobs: li_full_big and the li_incr* 'before' table (default 6,000,000; "
+        "--quick and 0: no li_full_big, li_incr* at --rows)",
     )
+    ap.add_argument("--group-modules", type=int, help="modules in the group job (default 50; --quick 5)")
     ap.add_argument("--reps", type=int, help="runs per contender and job (default 3; --quick 1)")
     ap.add_argument(
         "--pg", help="PostgreSQL admin URL (default PIPEKIT_BENCH_PG / PIPEKIT_TEST_PG / test server)"
@@ -71,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     a = ap.parse_args(argv)
     a.rows = a.rows or (100_000 if a.quick else 1_000_000)
-    a.big = (0 if a.quick else 5_000_000) if a.big is None else a.big
+    a.big = (0 if a.quick else 6_000_000) if a.big is None else a.big
+    a.group_modules = a.group_modules or (5 if a.quick else 50)
     a.reps = a.reps or (1 if a.quick else 3)
     a.workdir = (a.workdir or Path("/tmp/pipekit-bench")).resolve()
     a.pg = a.pg or os.environ.get("PIPEKIT_BENCH_PG") or os.environ.get("PIPEKIT_TEST_PG") or DEFAULT_PG
@@ -131,18 +146,31 @@ def run_benchmark(a: argparse.Namespace) -> tuple[dict, list, dict, dict]:
         + (f" and {a.big:,} rows" if a.big else "")
         + f" on {pg.parts[0]}:{pg.parts[1]}"
     )
-    jobs = cs.make_jobs(a.rows, a.big or None)
+    jobs = cs.make_jobs(a.rows, a.big or None, a.group_modules)
     if a.job_filter:
+        unknown = a.job_filter - {j.key for j in jobs}
+        if unknown:
+            raise SystemExit(
+                f"unknown job(s) {sorted(unknown)} (or not in this run: li_full_big needs --big)"
+            )
         jobs = [j for j in jobs if j.key in a.job_filter]
-    data.build_source(pg, a.rows, log, a.rebuild)
-    if any(j.key == "full_big_pg" for j in jobs):
-        data.build_source(pg, a.big, log, a.rebuild, full_only=True)
+    kinds = {j.kind for j in jobs}
+    if "orders" in kinds:
+        data.build_source(pg, a.rows, log, a.rebuild)
+    elif "group" in kinds:
+        data.build_source(pg, a.rows, log, a.rebuild, small_only=True)
+    for size in sorted({j.source_rows if j.strategy == "full" else int(j.base.rsplit("_", 1)[1])
+                        for j in jobs if j.kind == "lineitem"}):  # fmt: skip
+        incremental = any(j.kind == "lineitem" and j.base == f"li_base_{size}" for j in jobs)
+        data.build_lineitem(pg, size, log, a.rebuild, incremental=incremental)
     if any(j.db == "sqlite" for j in jobs):
         data.build_sqlite(pg, a.rows, a.workdir, log)
     bench = cs.Bench(pg=pg, workdir=a.workdir, n=a.rows, big=a.big or None, timeout=a.timeout, jobs=jobs)
     cs.write_defs(bench, jobs)
     cs.Dlt.backend = a.dlt_backend
     contenders = [c(bench) for c in cs.ALL if c.name in a.only]
+    if {"raw", "pipekit", "handkey"} & a.only:
+        cs.build_templates(bench, [j for j in jobs if any(c.supports(j) for c in contenders)], log)
     versions: dict[str, str] = {}
     cells: dict[tuple[str, str], report.Cell] = {}
     broken: dict[str, str] = {}
@@ -165,7 +193,7 @@ def run_benchmark(a: argparse.Namespace) -> tuple[dict, list, dict, dict]:
                     continue
                 try:
                     c.reset(job)
-                    out = measure(lambda c=c, job=job: c.run(job))
+                    out = measure(functools.partial(c.run, job))
                     got = c.check(job)
                     if got != job.expect:
                         raise RuntimeError(f"wrong result: (rows, changed) = {got}, expected {job.expect}")
@@ -180,6 +208,11 @@ def run_benchmark(a: argparse.Namespace) -> tuple[dict, list, dict, dict]:
                 cell.peak_rss.append(out.peak_rss)
                 log(f"{job.key} run {rep + 1}/{a.reps} {c.name}: {out.seconds:.2f} s, "
                     f"{out.peak_rss / report.MiB:.0f} MiB")  # fmt: skip
+        for c in runners:
+            try:
+                c.cleanup(job)
+            except Exception as e:  # noqa: BLE001 - disk space only
+                log(f"{job.key} {c.name}: cleanup failed: {e}")
     extras: dict = {}
     if "dagster" in a.only and "dagster" not in broken:
         try:
@@ -188,12 +221,33 @@ def run_benchmark(a: argparse.Namespace) -> tuple[dict, list, dict, dict]:
         except Exception as e:  # noqa: BLE001
             extras["codeloc_error"] = str(e)[:500]
             log(f"code location: n/a: {e}")
+    small = next((j for j in jobs if j.key == "small_pg"), None)
+    if "pipekit" in a.only and "pipekit" not in broken and small is not None:
+        try:
+            p = next(c for c in contenders if c.name == "pipekit")
+            assert isinstance(p, cs.Pipekit)
+            extras["importtime"] = importtime.measure(
+                cs.PIPEKIT, small.key, p.env(small), a.workdir, reps=a.reps if a.reps >= 3 else 1
+            )
+            log(
+                "import time: "
+                + ", ".join(f"{k} {v['total_ms']:.0f} ms" for k, v in extras["importtime"].items())
+            )
+        except Exception as e:  # noqa: BLE001
+            extras["importtime_error"] = str(e)[:500]
+            log(f"import time: n/a: {e}")
     load = f"1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     return (
         cells,
         jobs,
         versions,
-        {"extras": extras, "labels": {c.name: c.label for c in contenders}, "load": load},
+        {
+            "extras": extras,
+            "labels": {c.name: c.label for c in contenders},
+            "load": load,
+            "notes": bench.notes,
+            "sizes": {"rows": a.rows, "big": a.big, "group_modules": a.group_modules},
+        },
     )
 
 
@@ -209,7 +263,8 @@ def write_report(
         report.chart(cells, jobs, [c.name for c in cs.ALL], png)
     except Exception as e:  # noqa: BLE001
         chart_note = f"\n(chart not drawn: {e})\n"
-    targets = report.evaluate_targets(cells, meta["extras"])
+    targets = report.evaluate_targets(cells, meta["extras"], meta.get("sizes"))
+    earlier = report.earlier_targets(cells, meta["extras"])
     overhead = report.dagster_overhead(cells)
     notes_path = HERE / "ANALYSIS.md"
     notes = notes_path.read_text() if notes_path.exists() else ""
@@ -241,18 +296,43 @@ def write_report(
         "rows/s = rows moved per run / median wall time. peak RSS = per run, the highest sum of the "
         "resident set sizes of every process of the contender (sampled every 50 ms with psutil; the "
         "PostgreSQL server's own processes are not included), median over the runs; '-' = every run "
-        "ended before the first sample. x baseline = median / baseline median. Wall time includes "
+        "ended before the first sample. x baseline = median / baseline A median; x raw = median / raw "
+        "limit median. Wall time includes "
         "process start-up; resets and result checks between runs are not timed.",
         "",
         "## Targets",
         "",
+        "Issue 13's targets, each computed from this run's figures above (ratios of medians; "
+        "raw = the raw single-write limit, baseline A = psql staging + merge, handkey = the same "
+        "pipekit-created table with its primary key added by hand).",
+        "",
         report.md_table(
             ["target", "goal", "measured", "met"],
-            [
-                [t.name, t.goal, t.measured, {True: "yes", False: "**no**", None: "not measured"}[t.met]]
-                for t in targets
-            ],
-        ),  # fmt: skip
+            [[t.name, t.goal, t.measured, MET[t.met]] for t in targets],
+        ),
+        "",
+    ]
+    notes_run = meta.get("notes") or {}
+    ddl = {k.removeprefix("ddl_"): v for k, v in notes_run.items() if k.startswith("ddl_")}
+    if ddl:
+        md += ["Destination tables as pipekit created them on a first run (the raw contender and the "
+               "li_incr_new resets copy this DDL with `CREATE TABLE ... (LIKE ... INCLUDING ALL)`):", ""]  # fmt: skip
+        md += [f"- `{k}`: {v}" for k, v in sorted(ddl.items())] + [""]
+    for k, v in sorted(notes_run.items()):
+        if not k.startswith("ddl_"):
+            md += [f"`{k}` reset: {v}.", ""]
+    it = meta["extras"].get("importtime")
+    if it or meta["extras"].get("importtime_error"):
+        md += ["## Start-up imports (`python -X importtime`)", ""]
+        md += report.importtime_md(it) if it else [f"- not measured: {meta['extras']['importtime_error']}"]
+        md += [""]
+    md += [
+        "## Earlier targets",
+        "",
+        report.md_table(
+            ["target", "goal", "measured", "met"],
+            [[t.name, t.goal, t.measured, MET[t.met]] for t in earlier],
+        ),
         "",
     ]
     if overhead:
@@ -278,15 +358,17 @@ def write_report(
         "args": {"quick": a.quick, "reps": a.reps},  # no server URL: it may hold a password
     }
     results_path(a).write_text(json.dumps(saved, indent=1))
-    return (
-        report.text_table(rows)
-        + "\n\n"
-        + "\n".join(
-            f"target: {t.name}: {t.goal}; measured {t.measured}; "
-            f"{ {True: 'met', False: 'MISSED', None: 'not measured'}[t.met] }"
-            for t in targets
-        )
-    )
+    lines = [
+        f"target: {t.name}: {t.goal}; measured {t.measured}; "
+        f"{ {True: 'met', False: 'NOT met', None: 'not measured'}[t.met] }"
+        for t in targets
+    ]
+    if it:
+        lines += [f"imports: {v['argv']}: {v['total_ms']:.0f} ms" for v in it.values()]
+    return report.text_table(rows) + "\n\n" + "\n".join(lines)
+
+
+MET = {True: "met", False: "**NOT met**", None: "not measured"}
 
 
 def results_path(a: argparse.Namespace) -> Path:
