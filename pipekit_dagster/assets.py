@@ -17,8 +17,10 @@ observed).
 
 Within a run, ready steps execute in the catalog's dependency order (``dagster/priority`` op
 tags, honoured by the in-process executor), so a group's members run one after the other even
-when no dep links them (``stop_on_failure: false``). The stage and merge ops are in the pool
-``pipekit_dest_<dest connection>``, so an instance can cap concurrent loads per destination.
+when no dep links them (``stop_on_failure: false``). The stage op is in the pool
+``pipekit_src_<source connection>`` (it reads the source) and the merge op in the pool
+``pipekit_dest_<dest connection>`` (the transaction on the destination table): a Dagster op has one
+pool, so an instance caps concurrent extracts per source and concurrent merges per destination.
 
 The op definitions are shared by every module (``pipekit_resolve``, ``pipekit_stage_<pool>``,
 ...): a module's graph invokes them under its own node names (``<m>_<phase>``, hence step keys
@@ -93,7 +95,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming =
         retry = dg.RetryPolicy(max_retries=data.module.retries.max, delay=data.module.retries.delay)
     tags = {c.MODULE_TAG: name, c.PRIORITY_TAG: str(data.priority)}
     upstream = {"after_" + dep.asset_key.to_python_identifier(): dep.asset_key for dep in spec.deps}
-    pool = naming.dest_pool(data.module.dest)
+    pools = {"stage": naming.src_pool(data.module.source), "merge": naming.dest_pool(data.module.dest)}
     node_defs: list[dg.OpDefinition] = []
     dependencies: dict[dg.NodeInvocation, Mapping[str, Any]] = {}
 
@@ -120,8 +122,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming =
     else:
         add(_phase_op("resolve", None, takes_after=False, naming=naming), "resolve", {}, {**tags, c.PHASE_TAG: "resolve"})
     for phase, before in (("stage", "resolve"), ("merge", "stage"), ("hooks", "merge")):
-        op_pool = pool if phase in ("stage", "merge") else None
-        add(_phase_op(phase, op_pool, takes_after=True, naming=naming), phase, after(before), {**tags, c.PHASE_TAG: phase})
+        add(_phase_op(phase, pools.get(phase), takes_after=True, naming=naming), phase, after(before), {**tags, c.PHASE_TAG: phase})
     graph = dg.GraphDefinition(
         name=name,
         description=spec.description,
@@ -153,7 +154,7 @@ _DESCRIPTIONS = {
 
 @functools.cache
 def _phase_op(phase: str, pool: str | None, *, takes_after: bool, naming: c.Naming = c.DEFAULT_NAMING) -> dg.OpDefinition:
-    """The op definition of ``phase``, shared by every module (one per destination pool).
+    """The op definition of ``phase``, shared by every module (stage and merge: one per pool).
 
     The module comes from the node's ``pipekit/module`` tag and the asset key from the asset
     the node belongs to, both read at run time. The op reads its module's run from the resource

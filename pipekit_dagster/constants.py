@@ -40,8 +40,13 @@ def sensor_name(module: str) -> str:
 
 
 def dest_pool(connection: str) -> str:
-    """The Dagster pool of the stage and merge ops that load into ``connection``."""
+    """The Dagster pool of the merge ops that write into ``connection`` (a module's ``dest``)."""
     return f"pipekit_dest_{connection}"
+
+
+def src_pool(connection: str) -> str:
+    """The Dagster pool of the stage ops that read from ``connection`` (a module's ``source``)."""
+    return f"pipekit_src_{connection}"
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class Naming:
     ``Naming()`` (prefix ``""``, what ``build_definitions`` uses by default) gives the names above:
     ``<module>_job``, ``<group>_job``, ``pipekit_all_job``, ``<owner>_schedule``, ``<module>_sensor``,
     ``pipekit_run_failure_sensor``, ``pipekit_module_checks``, the resource key ``pipekit``, the pools
-    ``pipekit_dest_<conn>``, the ops ``pipekit_<phase>...`` and the assets ``pipekit_broken_<file>``.
+    ``pipekit_src_<conn>`` / ``pipekit_dest_<conn>``, the ops ``pipekit_<phase>...`` and the assets
+    ``pipekit_broken_<file>``.
     With a prefix (a :class:`~pipekit_dagster.component.PipekitComponent`'s ``name``) every one of
     them becomes ``<prefix>_<name>``, so two definitions folders coexist in one code location.
     The per-run options resource ``pipekit_run`` keeps its key: one run config serves every folder.
@@ -88,6 +94,9 @@ class Naming:
 
     def dest_pool(self, connection: str) -> str:
         return self(dest_pool(connection))
+
+    def src_pool(self, connection: str) -> str:
+        return self(src_pool(connection))
 
 
 DEFAULT_NAMING = Naming()
