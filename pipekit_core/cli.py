@@ -345,7 +345,9 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
         else:
             timing = ", ".join(f"{k} {v:.2f}s" for k, v in res.phase_timings.items())
             print(
-                f"{name}: {res.status}: {res.rows_staged or 0:,} staged, {res.rows_deleted or 0:,} deleted, "
+                f"{name}: {res.status}: {res.rows_staged or 0:,} staged, "
+                + ("all previous rows replaced, " if res.rows_deleted is None and res.status == "success"
+                   and res.rows_inserted is not None else f"{res.rows_deleted or 0:,} deleted, ") +
                 f"{res.rows_inserted or 0:,} inserted, {_n(res.row_count)} rows in "
                 f"{res.dest_table} (run {res.run_id}; {timing})"
             )

@@ -192,6 +192,7 @@ class NativeDB:
                 "use transport: jrunner for this source"
             )
         self._in_tx = False
+        self.attached_source: str | None = None  # SQLite: the source file attached (sqlite_source_attached)
 
     # -- basics ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -226,8 +227,12 @@ class NativeDB:
             return cur.fetchone()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One transaction; rolled back on any exception, KeyboardInterrupt included."""
+    def transaction(self, *, immediate: bool = True) -> Iterator[None]:
+        """One transaction; rolled back on any exception, KeyboardInterrupt included.
+
+        SQLite: BEGIN IMMEDIATE (the write lock at once, no deadlock on upgrade), or a deferred
+        BEGIN with ``immediate=False`` where an attached file must only be read (IMMEDIATE
+        takes the write lock of every attached database); its first statement must then write."""
         if self.kind == "postgresql":
             outer = self._in_tx
             with self.raw.transaction():  # inside another one: a savepoint
@@ -238,7 +243,7 @@ class NativeDB:
                     self._in_tx = outer
         else:
             with self._sqlite_locked():
-                self.raw.execute("BEGIN IMMEDIATE")
+                self.raw.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             self._in_tx = True
             try:
                 yield

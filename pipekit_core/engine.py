@@ -707,7 +707,7 @@ class ModuleRun:
             mod, self.dest_ep, plan,
             staging=self.staging, dest_table=self.dest_table, fence=self.fence, claim=self.claim, keys_staging=self.keys_staging,
             lost=self._lost_to, cancel=self.cancel, warn=lambda m: self.emit("warning", m),
-            load=self._load_direct,
+            load=self._load_direct, source=self.engine.endpoint(mod.source),
         ).run()
         r.committed = True
         r.rows_deleted, r.rows_inserted, r.row_count = out.deleted, out.inserted, out.row_count

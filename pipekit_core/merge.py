@@ -12,6 +12,7 @@ merge committed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pipekit_core.secrets import redact
 from pipekit_core.sql.builders import MergeBuilder
 from pipekit_core.sql.dialects import TableName
 from pipekit_core.transport.base import CancelScope
+from pipekit_core.transport.native import sqlite_source_attached
 
 LOCK_WAIT_S = 10  # how long a single-write full refresh waits for TRUNCATE's lock before it DELETEs
 _TEXT_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -63,6 +65,7 @@ class Merger:
         cancel: CancelScope,
         warn: Callable[[str], None],
         load: Callable[[NativeDB, DirectLoad], int] | None = None,
+        source: Endpoint | None = None,
     ) -> None:
         self.module, self.dest, self.plan = module, dest, plan
         self.staging, self.dest_table = staging, dest_table
@@ -70,6 +73,7 @@ class Merger:
         self.fence, self.claim, self.lost = fence, claim, lost
         self.cancel, self.warn = cancel, warn
         self.load = load  # a single-write full refresh: copies the source rows into the table (plan.direct)
+        self.source = source  # (SQLite -> SQLite single-write: attached to the merge's connection)
 
     def run(self) -> MergeOutcome:
         """Merge and commit; raise (destination untouched) unless the merge committed."""
@@ -83,7 +87,9 @@ class Merger:
         counts: tuple[int | None, int | None, int | None] = (None, None, None)
         backend: int | None = None
         try:
-            with NativeDB(self.dest, application=f"pipekit merge {mod.name}", create=True) as db:
+            attach = plan.direct is not None and self.dest.kind == "sqlite"
+            with NativeDB(self.dest, application=f"pipekit merge {mod.name}", create=True) as db, \
+                    (sqlite_source_attached(db, self.source) if attach and self.source else contextlib.nullcontext()):
                 token = self.cancel.register(db.cancel)
                 backend = db.backend_pid()
                 try:
@@ -93,7 +99,9 @@ class Merger:
                         self._refuse_text_dates(db)
                     if plan.window_guard_sql:
                         self._refuse_rows_outside_window(db, b)
-                    with db.transaction():
+                    # (the attached source must only be read: a deferred BEGIN; the fence's UPDATE
+                    # or the CREATE / DELETE comes first and takes the destination's write lock)
+                    with db.transaction(immediate=not attach):
                         if self.claim is not None:
                             self.fence.commit_guard(db, self.claim)  # first: takes the module's row lock
                         for stmt in [*self._create_table_sql(db), *plan.alter_sql]:
@@ -167,6 +175,8 @@ class Merger:
         other reader behind it)."""
         import psycopg
 
+        if db.kind != "postgresql":
+            return max(db.execute(direct.empty_sql), 0)
         why = self._truncate_refusal(db)
         if why is None:
             try:

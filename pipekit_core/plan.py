@@ -17,6 +17,7 @@ from pipekit_core.sql.dialects import ColumnDef, TableName, get_dialect
 from pipekit_core.sql.query import wrap_lines
 from pipekit_core.sql.types import holds, map_type, widening
 from pipekit_core.transport.base import SourceColumn
+from pipekit_core.transport.native import sqlite_in_sqlite_reason
 
 
 @dataclass
@@ -243,7 +244,8 @@ def build_plan(
                 soft_column=soft, window=window,
             ),
         )
-    direct, direct_reason = None, direct_load_reason(strategy, transport, src_kind, dest.kind)
+    src_ep = Endpoint(catalog.connection(mod.source), None, None)
+    direct, direct_reason = None, direct_load_reason(strategy, transport, src_ep, dest, source_sql)
     if strategy == "full" and not direct_reason:
         direct = _direct_load(builder, catalog, mod, dest_table, source_sql, source_columns, staging_cols,
                               dest_types, merge_columns)
@@ -277,17 +279,21 @@ def build_plan(
     )
 
 
-def direct_load_reason(strategy: str, transport: str, src_kind: str, dest_kind: str) -> str:
+def direct_load_reason(strategy: str, transport: str, src: Endpoint, dest: Endpoint, sql: str) -> str:
     """Why a run stages its rows rather than loading them straight into the destination ('' when
-    it loads straight: a native full refresh into PostgreSQL). The one place this is decided."""
+    it loads straight: a native full refresh into PostgreSQL, or SQLite -> SQLite where the copy
+    runs inside SQLite). The one place this is decided."""
     if strategy != "full":
         return f"strategy {strategy} merges staged rows with the destination's"
-    if dest_kind != "postgresql":
-        return f"the destination is {dest_kind} (single-write full refreshes are PostgreSQL's)"
     if transport != "native":
         return f"the {transport} transport loads a staging table"
-    if src_kind not in ("postgresql", "sqlite"):
-        return f"the source ({src_kind}) has no native driver"
+    if src.kind not in ("postgresql", "sqlite"):
+        return f"the source ({src.kind}) has no native driver"
+    if dest.kind == "sqlite":
+        why = sqlite_in_sqlite_reason(src, dest, sql)
+        return f"SQLite -> SQLite: {why}" if why else ""
+    if dest.kind != "postgresql":
+        return f"the destination is {dest.kind}"
     return ""
 
 
@@ -307,7 +313,8 @@ def _direct_load(
         sql=sql,
         columns=columns,
         source_columns=[source_columns[i] for i in keep],
-        empty_sql=builder.truncate_sql(dest_table),
+        # (SQLite: DELETE without WHERE is its own truncate; no lock to wait for, no MVCC caveat)
+        empty_sql=builder.truncate_sql(dest_table) if builder.dialect.name == "postgresql" else builder.empty_sql(dest_table)[0],
         fallback_sql=builder.empty_sql(dest_table)[0],
         copy_sql=builder.copy_in_sql(dest_table, [c.name for c in columns]),
     )

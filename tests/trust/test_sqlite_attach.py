@@ -66,7 +66,7 @@ def test_an_integer_a_real_column_cannot_hold_fails_naming_it(tmp_path: Path, mo
     sqlite_exec(tmp_path / "src.db", "CREATE TABLE t (id INTEGER, n INTEGER)", f"INSERT INTO t VALUES (1, 5), (2, {big})")
     sqlite_exec(tmp_path / "dst.db", "CREATE TABLE c (id INTEGER, n REAL)", "INSERT INTO c VALUES (7, 7.0)")
     setup(tmp_path, "SELECT id, n FROM t", dest_table="c")
-    with pytest.raises(PipekitError, match=rf"column 'n' \(REAL\), source row 2: the integer {big}"):
+    with pytest.raises(PipekitError, match=rf"column 'n' \(REAL\): the integer {big}"):
         run_module(engine_for(tmp_path, monkeypatch), "m")
     assert sqlite_rows(tmp_path / "dst.db", "SELECT id, n FROM c") == [(7, 7.0)]
 
@@ -97,3 +97,19 @@ def test_the_source_stays_writable_while_it_is_copied(tmp_path: Path, monkeypatc
     t.join(60)
     assert out and out[0].rows_staged == 5000  # type: ignore[attr-defined]
     assert sqlite_rows(tmp_path / "dst.db", "SELECT count(*) FROM t") == [(5000,)]
+
+
+def test_a_source_view_reads_the_source_tables_and_full_refresh_writes_once(tmp_path: Path, monkeypatch) -> None:
+    sqlite_exec(tmp_path / "src.db", "CREATE TABLE t (id INTEGER, v TEXT)", "INSERT INTO t VALUES (1, 'source')",
+                "CREATE VIEW vt AS SELECT id, v FROM t")
+    sqlite_exec(tmp_path / "dst.db", "CREATE TABLE t (id INTEGER, v TEXT)", "INSERT INTO t VALUES (9, 'dest')",
+                "CREATE TABLE copy (id INTEGER, v TEXT)", "INSERT INTO copy VALUES (5, 'old')")
+    setup(tmp_path, "SELECT id, v FROM vt", dest_table="copy")
+    eng = engine_for(tmp_path, monkeypatch)
+    res = run_module(eng, "m")
+    assert res.plan is not None and res.plan.direct is not None  # no staging table: one INSERT ... SELECT
+    assert res.rows_deleted == 1 and res.rows_inserted == 1
+    assert sqlite_rows(tmp_path / "dst.db", "SELECT id, v FROM copy") == [(1, "source")]
+    assert sqlite_rows(tmp_path / "dst.db", "SELECT count(*) FROM sqlite_master WHERE name LIKE 'pipekit_staging%'") == [(0,)]
+    log = "\n".join(line for r in eng.repo.history("m", 1) for line in [r.get("log") or ""])
+    assert "without staging" in log
