@@ -242,10 +242,18 @@ class Merger:
         if not mod.allow_empty and plan.dest_exists:
             verb = "delete every row of" if mod.deletes.mode == "hard" else "mark as deleted every row of"  # type: ignore[union-attr]
             self._refuse_empty(db, self.keys_staging, "the keys query returned 0 rows", verb)
+        if db.kind == "postgresql":
+            # Every deletes statement joins the destination to the keys: always by hash. With the
+            # statistics of a table whose soft_column was all NULL when analyzed, the planner took
+            # the rows marked deleted by this very transaction for 1 and chose a nested loop over
+            # 1M keys for them (212 s instead of 2 s). Only for these statements.
+            db.execute("SET LOCAL enable_nestloop = off")
         n = {"removed": 0, "soft_deleted": 0, "undeleted": 0}
         for i, (kind, stmt) in enumerate(plan.delete_sql, start=len(plan.merge_sql)):
             n[kind] += max(db.execute(stmt), 0)
             failpoints.hit("after_merge_statement", i)
+        if db.kind == "postgresql":
+            db.execute("SET LOCAL enable_nestloop TO DEFAULT")
         if mod.deletes is not None and mod.deletes.mode == "soft":
             return None, n["soft_deleted"], n["undeleted"]
         return n["removed"], None, None
