@@ -79,8 +79,11 @@ def test_eight_runs_with_wait_run_one_after_another(repo_kind: str, tmp_path: Pa
     assert sc.repo.get_lock("m") is None
 
 
-def test_six_modules_into_one_destination_in_parallel(tmp_path: Path, pg_db: str) -> None:
+@pytest.mark.parametrize("repo_kind", ["sqlite", "postgresql"])
+def test_six_modules_into_one_destination_in_parallel(repo_kind: str, tmp_path: Path, pg_db: str) -> None:
     sc = Scenario.build(tmp_path, pg_db, rows=500)
+    if repo_kind == "postgresql":
+        sc.use_pg_repository(pg_db)
     names = [f"m{i}" for i in range(1, 7)]
     sc.write_defs("".join(sc.module_yaml(n, table=n) for n in names))  # first runs: tables created
     assert sc.run("init").returncode == 0

@@ -35,10 +35,23 @@ COMBOS = ["native->postgresql", "native->sqlite", "jrunner->postgresql"]
 @pytest.mark.parametrize("combo", COMBOS)
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_at_point_then_next_run_recovers(point: str, combo: str, tmp_path: Path, pg_db: str) -> None:
+    kill_then_recover(point, combo, tmp_path, pg_db)
+
+
+@pytest.mark.parametrize("point", ["after_resolve", "after_rows", "before_merge_commit", "after_merge_commit"])
+def test_kill_then_recover_with_the_postgresql_repository(point: str, tmp_path: Path, pg_db: str) -> None:
+    """The same with pipekit's repository on PostgreSQL (PIPEKIT_DB=postgresql://...): the stale
+    lock, the dead run and the committed-but-unrecorded merge are found the same way."""
+    kill_then_recover(point, "native->postgresql", tmp_path, pg_db, pg_repository=True)
+
+
+def kill_then_recover(point: str, combo: str, tmp_path: Path, pg_db: str, pg_repository: bool = False) -> None:
     transport, dest_kind = combo.split("->")
     # jrunner reports rows every 10,000: only its after_rows case needs the long copy.
     rows = None if point == "after_rows" else 3_000
     sc = Scenario.build(tmp_path, pg_db, dest_kind, transport, rows=rows)
+    if pg_repository:
+        sc.use_pg_repository(pg_db)
     assert sc.dest.table() == BEFORE
     fp = f"after_rows:{sc.mid_copy}" if point == "after_rows" else point
 
