@@ -287,6 +287,38 @@ def _duplicate_keys(node: Node, path: tuple[Any, ...] = ()) -> list[tuple[tuple[
 
 
 
+def _without_errors(model: type[BaseModel], raw: Any, e: ValidationError) -> Any:
+    """``raw`` validated with what the errors point at left out (a mistyped key dropped, a bad value
+    of a key that has a default replaced by the default), or None when that cannot make it valid
+    (a required key is missing or wrong)."""
+    import copy
+
+    if not isinstance(raw, dict):
+        return None
+    data = copy.deepcopy(raw)
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        if not loc:
+            return None
+        target = loc if err["type"] == "extra_forbidden" else loc[:1]
+        if target[0] in model.model_fields and model.model_fields[target[0]].is_required():
+            return None
+        parent: Any = data
+        for part in target[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if isinstance(parent, dict):
+            parent.pop(target[-1], None)
+        else:
+            return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
 @dataclass(eq=False)
 class _Item:
     """One connection, module or group as found in a file, valid or not."""
@@ -300,6 +332,9 @@ class _Item:
     key_line: int | None = None  # line of the name key (connections, groups)
     model: Any = None
     ok: bool = True
+    # A module whose definition has schema errors, with the offending keys left out: its other
+    # checks (connections, SQL, schedule, ...) still run on it, so every problem is reported at once.
+    partial: Any = None
 
     @property
     def line(self) -> int | None:
@@ -401,6 +436,8 @@ class _Loader:
         except ValidationError as e:
             for err in e.errors():
                 self.pydantic_problem(item, model, err)
+            if model is Module:
+                item.partial = _without_errors(model, raw, e)
 
     def pydantic_problem(self, item: _Item, model: type[BaseModel], err: Any) -> None:
         loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
@@ -448,6 +485,17 @@ class _Loader:
         parsed = [m for m in modules if m.model is not None]
         for m in parsed:
             self.check_module(m, defined)
+        for m in modules:
+            if m.model is None and m.partial is not None:  # report its other problems too
+                m.model = m.partial
+                try:
+                    self.check_module(m, defined)
+                finally:
+                    m.model = None
+            elif m.model is None and isinstance(m.name, str):
+                self.cat.warnings.append(
+                    f"{m.file}:{m.line}: module '{m.name}': its other checks (connections, SQL, schedule, watermarks) "
+                    "were skipped: a required key is missing or unreadable; fix its problems first")
         self.check_cycles(parsed)
         self.check_groups(defined)
         self.check_automation()

@@ -455,3 +455,17 @@ def test_group_keeps_going_without_a_broken_member(tmp_path: Path) -> None:
 def test_group_name_clashing_with_a_module(tmp_path: Path) -> None:
     p = only(load(tmp_path, module("a"), extra_files={"g.yaml": "groups:\n  a:\n    modules: [a]\n"}))
     assert "group 'a'" in str(p) and "g.yaml:2" in str(p)
+
+
+def test_a_schema_error_does_not_hide_the_modules_other_problems(tmp_path: Path) -> None:
+    """A mistyped key, an unknown connection and a bad cron in one module: all three reported."""
+    cat = load(tmp_path, module("orders", dest="nosuch", strategyy="full", schedule="'61 * * * *'")
+               + "  - name: bad\n    dest: warehouse\n    dest_table: x\n    query: SELECT 1\n")
+    got = [(p.module, p.field, p.message.split(" (")[0]) for p in cat.problems]
+    assert ("orders", "dest", "unknown connection 'nosuch'") in got, got
+    assert any(m == "orders" and "strategyy" in msg for m, _, msg in got), got
+    assert any(m == "orders" and f == "schedule" for m, f, _ in got), got
+    assert any(m == "bad" and f == "source" for m, f, _ in got), got
+    assert list(cat.modules) == []
+    # where a required key is missing the later checks cannot run: a warning says they were skipped
+    assert any("module 'bad': its other checks" in w and "skipped" in w for w in cat.warnings), cat.warnings
