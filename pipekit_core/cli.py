@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipekit_core.config import load_settings
-from pipekit_core.errors import PipekitError
+from pipekit_core.errors import PipekitError, lock_conflict
 from pipekit_core.secrets import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,13 +35,21 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def cli_message(e: BaseException) -> str:
+    """An error as the CLI says it: pipekit's message plus what to do from the command line."""
+    if lock_conflict(e) is not None:
+        return (f"{e}; wait for it to end, run again with --wait to wait for it, or "
+                "'pipekit unlock MODULE' if its holder is gone")
+    return str(e)
+
+
 def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PipekitError as e:
-            fail(str(e))
+            fail(cli_message(e))
         except KeyboardInterrupt:
             fail("cancelled", 130)
         except BrokenPipeError:  # `pipekit history | head`: the reader has had enough
@@ -337,7 +345,7 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
         except PipekitError as e:
             progress.stop()
             failed.append(name)
-            print(f"error: {redact(str(e))}", file=sys.stderr)
+            print(f"error: {redact(cli_message(e))}", file=sys.stderr)
             continue
         progress.stop()
         if res.status == "dry_run" and res.plan is not None:

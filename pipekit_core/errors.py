@@ -43,7 +43,17 @@ class RepositoryError(PipekitError):
 
 
 class LockHeldError(PipekitError):
-    """Another run of the module holds its lock."""
+    """Another run of the module holds its lock. Its message says what happened; what to do
+    depends on where the run was started (the CLI and Dagster each add their own hint)."""
+
+
+def lock_conflict(e: BaseException | None) -> LockHeldError | None:
+    """The LockHeldError behind ``e`` (itself, or the cause of a phase error), if any."""
+    while e is not None:
+        if isinstance(e, LockHeldError):
+            return e
+        e = e.__cause__
+    return None
 
 
 class UnknownModuleError(PipekitError):

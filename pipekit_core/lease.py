@@ -67,8 +67,7 @@ class Lease:
             holder = res.holder.owner if res.holder else "?"
             if not wait or (deadline is not None and time.monotonic() > deadline):
                 raise LockHeldError(
-                    f"module '{self.module}' is already running ({holder}); "
-                    "wait for it, use --wait, or 'pipekit unlock' if it is stale"
+                    f"module '{self.module}' is already running ({holder}); this run did nothing"
                 )
             if not announced:
                 on_wait(f"waiting for the lock held by {holder}")

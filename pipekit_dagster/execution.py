@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from pipekit_core.errors import is_retryable
+from pipekit_core.errors import is_retryable, lock_conflict
 from pipekit_dagster import constants as c
 from pipekit_dagster.resources import PipekitResource, PipekitRunOptions
 from pipekit_dagster.translator import sql_markdown
@@ -190,7 +190,11 @@ def failure(module: str, result: RunResult, exc: BaseException) -> PipekitFailur
     }
     if result.run_id is not None:
         metadata[c.RUN_ID] = result.run_id
-    return PipekitFailure(description=result.error or f"module '{module}' failed: {exc}", metadata=metadata, allow_retries=transient)
+    description = result.error or f"module '{module}' failed: {exc}"
+    if lock_conflict(exc) is not None:  # what to do, in Dagster's terms
+        description += ("; materialize it again once that run has ended (if its holder is gone, clear the "
+                        f"lock with `pipekit unlock {module}`)")
+    return PipekitFailure(description=description, metadata=metadata, allow_retries=transient)
 
 
 def phase_metadata(phase: str, run: ModuleRun) -> dict[str, Any]:

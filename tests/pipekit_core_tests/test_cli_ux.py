@@ -54,6 +54,7 @@ def test_a_lock_conflict_is_printed_once(tmp_path: Path) -> None:
     r = run_cli(["run", "m"], tmp_path)
     assert r.returncode == 1
     assert (r.stdout + r.stderr).count("is already running (pid 1 on host elsewhere)") == 1
+    assert "--wait" in r.stderr and "pipekit unlock" in r.stderr  # the CLI's own hint, once
 
 
 def test_history_reads_like_a_report_and_has_json(tmp_path: Path) -> None:

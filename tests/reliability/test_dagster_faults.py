@@ -486,11 +486,13 @@ def _assert_lock_error(p: Proc, home: Path, holder: int, *, dagster: bool) -> No
     holder_text = f"module 'm' is already running (pid {holder} on host"
     assert p.popen.returncode == 1, (p.stdout, p.stderr[-3000:])
     if not dagster:
-        assert holder_text in p.stderr, p.stderr
+        assert holder_text in p.stderr and "--wait" in p.stderr, p.stderr
         return
     status, failures = dagster_failures(home, dagster_run_id(p))
     assert status == "FAILURE"
     assert len(failures) == 1 and holder_text in failures[0], failures
+    # In Dagster's terms: no CLI flags in what to do
+    assert "--wait" not in failures[0] and "materialize it again" in failures[0], failures
 
 
 @pytest.mark.postgres
