@@ -351,19 +351,8 @@ def run(module: str | None, group: str | None, dry_run: bool, full_refresh: bool
         if res.status == "dry_run" and res.plan is not None:
             _print_plan(res.plan)
         else:
-            timing = ", ".join(f"{k} {v:.2f}s" for k, v in res.phase_timings.items())
-            print(
-                f"{name}: {res.status}: {res.rows_staged or 0:,} staged, "
-                + ("all previous rows replaced, " if res.rows_deleted is None and res.status == "success"
-                   and res.rows_inserted is not None else f"{res.rows_deleted or 0:,} deleted, ") +
-                f"{res.rows_inserted or 0:,} inserted, {_n(res.row_count)} rows in "
-                f"{res.dest_table} (run {res.run_id}; {timing})"
-            )
-            if res.window is not None:
-                print(f"{name}: window {res.window}: {_n(res.window_row_count)} rows in it")
-            if res.rows_source_deleted is not None or res.rows_soft_deleted is not None:
-                print(f"{name}: deletes: {res.rows_source_deleted or 0:,} deleted, {res.rows_soft_deleted or 0:,} "
-                      f"soft-deleted, {res.rows_undeleted or 0:,} restored")
+            for line in res.summary():
+                print(f"{name}: {line}")
     if failed:
         sys.exit(1)
 

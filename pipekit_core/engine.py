@@ -137,6 +137,21 @@ class RunResult:
     rows_undeleted: int | None = None  # deletes: soft: marked rows whose key came back
     plan: Plan | None = None
 
+    def summary(self) -> list[str]:
+        """The run in a line (or three: a window, deletes), as the CLI and Dagster's log end a module."""
+        n = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
+        removed = ("all previous rows replaced" if self.rows_deleted is None and self.status == "success"
+                   and self.rows_inserted is not None else f"{self.rows_deleted or 0:,} deleted")
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_timings.items())
+        lines = [f"{self.status}: {self.rows_staged or 0:,} staged, {removed}, {self.rows_inserted or 0:,} inserted, "
+                 f"{n(self.row_count)} rows in {self.dest_table} (run {self.run_id}; {timing})"]
+        if self.window is not None:
+            lines.append(f"window {self.window}: {n(self.window_row_count)} rows in it")
+        if self.rows_source_deleted is not None or self.rows_soft_deleted is not None:
+            lines.append(f"deletes: {self.rows_source_deleted or 0:,} deleted, {self.rows_soft_deleted or 0:,} "
+                         f"soft-deleted, {self.rows_undeleted or 0:,} restored")
+        return lines
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("plan", None)

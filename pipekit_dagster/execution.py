@@ -107,6 +107,8 @@ def run_phase(
                 run.run_hooks()
         if phase == "hooks":
             result = run.finish()
+            for line in result.summary():  # each module ends with one line, as in `pipekit run`
+                context.log.info(f"[{module}] {line}")
             # The metadata goes on the asset's materialization only (the op's asset context: it
             # belongs to the module's graph-backed asset), not a second time on the step's output.
             asset_context = dg.AssetExecutionContext.get()

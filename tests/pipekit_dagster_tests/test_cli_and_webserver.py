@@ -70,6 +70,8 @@ def test_dagster_cli_job_execute_and_asset_materialize(demo: PipekitEnv, dagster
     assert mat.returncode == 0, mat.stdout[-3000:] + mat.stderr[-3000:]
     assert demo.dw_query("SELECT count(*) FROM orders") == [(5000,)]
     assert "[orders] merged" in mat.stderr + mat.stdout  # engine log lines reach context.log
+    # each module ends with one summary line, as `pipekit run` prints it
+    assert "[orders] success: 5,000 staged, " in mat.stderr + mat.stdout and "5,000 rows in orders (run " in mat.stderr + mat.stdout
     assert demo.repo().locks() == []
 
 
