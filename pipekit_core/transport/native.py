@@ -590,10 +590,10 @@ def sqlite_insert_select(dest: NativeDB, req: StageRequest, progress: ProgressFn
     try:
         for n in names:
             con.execute(f"CREATE TEMP VIEW {q(n)} AS SELECT * FROM {q(SOURCE_SCHEMA)}.{q(n)}")
+        select = _exact_select(con, req, failed)
         con.set_authorizer(authorize)
         try:
             with dest._sqlite_locked():
-                select = _exact_select(con, req, failed)
                 cur = con.execute(wrap_lines(f"INSERT INTO {target} ({cols}) SELECT {select} FROM (", req.sql,
                                              f") AS q{where}"))
         finally:
@@ -614,6 +614,25 @@ def sqlite_insert_select(dest: NativeDB, req: StageRequest, progress: ProgressFn
     rows = int(cur.rowcount)
     progress(rows)
     return rows
+
+
+def _declared_affinities(con: sqlite3.Connection, req: StageRequest) -> list[str | None]:
+    """The affinity each query column is declared with on the source (None: an expression, or not
+    known): the query as a TEMP view (over the source's shadowing views), read with PRAGMA."""
+    q = SQLiteDialect().quote
+    view = f"pipekit_q_{uuid.uuid4().hex}"
+    try:
+        con.execute(f"CREATE TEMP VIEW {q(view)} AS\n{prepare_for_wrapping(req.sql)}\n")
+    except sqlite3.Error:
+        return [None] * len(req.source_columns)
+    try:
+        info = con.execute(f"PRAGMA temp.table_info({q(view)})").fetchall()
+    finally:
+        con.execute(f"DROP VIEW temp.{q(view)}")
+    types = [str(r[2] or "").strip() for r in sorted(info, key=lambda r: r[0])]
+    if len(types) != len(req.source_columns):
+        return [None] * len(req.source_columns)
+    return [sqlite_affinity(t) if t else None for t in types]
 
 
 def _exact_select(con: sqlite3.Connection, req: StageRequest, failed: list[BaseException]) -> str:
@@ -638,11 +657,16 @@ def _exact_select(con: sqlite3.Connection, req: StageRequest, failed: list[BaseE
 
     con.create_function("pipekit_repr", 1, repr, deterministic=True)
     con.create_function("pipekit_real_exact", 2, real_exact)
+    # A column declared with the same affinity on the source already holds only such values (SQLite
+    # converts on storage): TEXT holds no floats, REAL no integers. Its per-row check is left out.
+    declared = _declared_affinities(con, req)
     items = []
     for i, (sc, typ) in enumerate(zip(req.source_columns, req.value_types(), strict=True)):
         v = f"q.{q(sc.name)}"
         aff = sqlite_affinity(typ)
-        if aff == "TEXT":
+        if aff in ("TEXT", "REAL") and declared[i] == aff:
+            items.append(v)
+        elif aff == "TEXT":
             items.append(f"CASE WHEN typeof({v}) = 'real' THEN pipekit_repr({v}) ELSE {v} END")
         elif aff == "REAL":
             items.append(f"CASE WHEN typeof({v}) = 'integer' AND abs({v}) > {_EXACT_INT_IN_REAL} "
