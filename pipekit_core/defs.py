@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import re
@@ -437,7 +438,13 @@ class _Loader:
             for err in e.errors():
                 self.pydantic_problem(item, model, err)
             if model is Module:
+                before = len(self.cat.problems)
                 item.partial = _without_errors(model, raw, e)
+                if item.partial is None and before and self.cat.problems[-1].module == item.name:
+                    # where the later checks truly cannot run, the module's last problem says so
+                    last = self.cat.problems[-1]
+                    self.cat.problems[-1] = dataclasses.replace(
+                        last, message=last.message + " (its other checks were skipped until this is fixed)")
 
     def pydantic_problem(self, item: _Item, model: type[BaseModel], err: Any) -> None:
         loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
@@ -492,10 +499,6 @@ class _Loader:
                     self.check_module(m, defined)
                 finally:
                     m.model = None
-            elif m.model is None and isinstance(m.name, str):
-                self.cat.warnings.append(
-                    f"{m.file}:{m.line}: module '{m.name}': its other checks (connections, SQL, schedule, watermarks) "
-                    "were skipped: a required key is missing or unreadable; fix its problems first")
         self.check_cycles(parsed)
         self.check_groups(defined)
         self.check_automation()

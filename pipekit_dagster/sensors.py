@@ -207,6 +207,12 @@ def module_failures(context: dg.RunFailureSensorContext) -> list[ModuleFailure]:
         if phase not in c.PHASES:
             continue
         data = event.step_failure_data
+        # pipekit's own phase where the failure says it (a single-write full refresh copies its
+        # rows in the merge step: a source failure there is still phase 'stage')
+        md = data.user_failure_data.metadata if data.user_failure_data is not None else {}
+        said = getattr(md.get(c.PHASE), "value", None) if md else None
+        if isinstance(said, str) and said in c.PHASES:
+            phase = said
         text = ""
         if data.user_failure_data is not None and data.user_failure_data.description:
             text = data.user_failure_data.description

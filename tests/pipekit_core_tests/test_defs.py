@@ -467,5 +467,5 @@ def test_a_schema_error_does_not_hide_the_modules_other_problems(tmp_path: Path)
     assert any(m == "orders" and f == "schedule" for m, f, _ in got), got
     assert any(m == "bad" and f == "source" for m, f, _ in got), got
     assert list(cat.modules) == []
-    # where a required key is missing the later checks cannot run: a warning says they were skipped
-    assert any("module 'bad': its other checks" in w and "skipped" in w for w in cat.warnings), cat.warnings
+    # where a required key is missing the later checks cannot run: its problem says they were skipped
+    assert any(m == "bad" and "other checks were skipped" in p.message for p in cat.problems for m in [p.module])
