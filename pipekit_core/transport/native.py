@@ -590,7 +590,7 @@ def sqlite_insert_select(dest: NativeDB, req: StageRequest, progress: ProgressFn
     try:
         for n in names:
             con.execute(f"CREATE TEMP VIEW {q(n)} AS SELECT * FROM {q(SOURCE_SCHEMA)}.{q(n)}")
-        select = _exact_select(con, req, failed)
+        select = _exact_select(dest, req, failed)
         con.set_authorizer(authorize)
         try:
             with dest._sqlite_locked():
@@ -616,26 +616,7 @@ def sqlite_insert_select(dest: NativeDB, req: StageRequest, progress: ProgressFn
     return rows
 
 
-def _declared_affinities(con: sqlite3.Connection, req: StageRequest) -> list[str | None]:
-    """The affinity each query column is declared with on the source (None: an expression, or not
-    known): the query as a TEMP view (over the source's shadowing views), read with PRAGMA."""
-    q = SQLiteDialect().quote
-    view = f"pipekit_q_{uuid.uuid4().hex}"
-    try:
-        con.execute(f"CREATE TEMP VIEW {q(view)} AS\n{prepare_for_wrapping(req.sql)}\n")
-    except sqlite3.Error:
-        return [None] * len(req.source_columns)
-    try:
-        info = con.execute(f"PRAGMA temp.table_info({q(view)})").fetchall()
-    finally:
-        con.execute(f"DROP VIEW temp.{q(view)}")
-    types = [str(r[2] or "").strip() for r in sorted(info, key=lambda r: r[0])]
-    if len(types) != len(req.source_columns):
-        return [None] * len(req.source_columns)
-    return [sqlite_affinity(t) if t else None for t in types]
-
-
-def _exact_select(con: sqlite3.Connection, req: StageRequest, failed: list[BaseException]) -> str:
+def _exact_select(dest: NativeDB, req: StageRequest, failed: list[BaseException]) -> str:
     """The SELECT list that makes values arrive as :func:`value_guard` requires on the row-by-row
     path, evaluated per row inside SQLite (before a typed column's affinity converts them): floats
     bound for TEXT get ``repr``'s shortest exact text (SQLite's own conversion keeps 15 digits);
@@ -655,11 +636,12 @@ def _exact_select(con: sqlite3.Connection, req: StageRequest, failed: list[BaseE
             ))
             raise
 
-    con.create_function("pipekit_repr", 1, repr, deterministic=True)
-    con.create_function("pipekit_real_exact", 2, real_exact)
+    dest.raw.create_function("pipekit_repr", 1, repr, deterministic=True)
+    dest.raw.create_function("pipekit_real_exact", 2, real_exact)
     # A column declared with the same affinity on the source already holds only such values (SQLite
     # converts on storage): TEXT holds no floats, REAL no integers. Its per-row check is left out.
-    declared = _declared_affinities(con, req)
+    declared = [sqlite_affinity(t) if t else None  # (through the TEMP views: the source's declarations)
+                for t in _sqlite_declared_types(dest, req.sql, len(req.source_columns))]
     items = []
     for i, (sc, typ) in enumerate(zip(req.source_columns, req.value_types(), strict=True)):
         v = f"q.{q(sc.name)}"
