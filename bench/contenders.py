@@ -300,14 +300,8 @@ def _sqlite_version(cli: str | None) -> str:
     )
 
 
-class Baseline(Contender):
-    """Baseline A: psql \\copy ... TO STDOUT | psql \\copy staging FROM STDIN, then the same merge
-    SQL in psql; on SQLite the sqlite3 CLI: ATTACH + INSERT ... SELECT into staging, then the
-    same merge. Incremental jobs merge into a destination that has its primary key."""
-
-    name = "baseline"
-    label = "baseline A (psql | psql into staging + merge; sqlite3 CLI staging + merge)"
-    order = 0
+class _CliTools(Contender):
+    """A contender made of the psql and sqlite3 command-line tools."""
 
     def __init__(self, bench: Bench) -> None:
         super().__init__(bench)
@@ -316,6 +310,16 @@ class Baseline(Contender):
     def version(self) -> str:
         psql = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
         return f"{psql}; {_sqlite_version(self.sqlite_cli)}"
+
+
+class Baseline(_CliTools):
+    """Baseline A: psql \\copy ... TO STDOUT | psql \\copy staging FROM STDIN, then the same merge
+    SQL in psql; on SQLite the sqlite3 CLI: ATTACH + INSERT ... SELECT into staging, then the
+    same merge. Incremental jobs merge into a destination that has its primary key."""
+
+    name = "baseline"
+    label = "baseline A (psql | psql into staging + merge; sqlite3 CLI staging + merge)"
+    order = 0
 
     def supports(self, job: Job) -> bool:
         if job.kind == "group" or job.key == "li_incr_new":
@@ -464,7 +468,7 @@ def sqlite_ddl(path: Path, table: str) -> list[str]:
 # -- raw single-write limit -------------------------------------------------------------------
 
 
-class Raw(Contender):
+class Raw(_CliTools):
     """The raw single-write limit: psql \\copy (SELECT ...) TO STDOUT | psql \\copy target FROM
     STDIN into an empty table with pipekit's DDL (created in the untimed reset); SQLite: the
     sqlite3 CLI, ATTACH + INSERT INTO target SELECT ... (one statement, one transaction)."""
@@ -472,14 +476,6 @@ class Raw(Contender):
     name = "raw"
     label = "raw limit (psql | psql into the empty target; sqlite3 CLI ATTACH + INSERT ... SELECT)"
     order = -1
-
-    def __init__(self, bench: Bench) -> None:
-        super().__init__(bench)
-        self.sqlite_cli = shutil.which("sqlite3")
-
-    def version(self) -> str:
-        psql = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
-        return f"{psql}; {_sqlite_version(self.sqlite_cli)}"
 
     def supports(self, job: Job) -> bool:
         if job.strategy != "full" or job.kind == "group":
