@@ -111,6 +111,7 @@ PROBE_VALUE_TAG = "pipekit/probe_value"
 # -- op and asset tags --------------------------------------------------------------------------
 MODULE_TAG = "pipekit/module"
 PHASE_TAG = "pipekit/phase"
+SKIPPED_TAG = "pipekit/skipped"  # on a scheduled/sensor run that found its module already running
 STRATEGY_TAG = "pipekit/strategy"
 PRIORITY_TAG = "dagster/priority"  # Dagster's own: higher runs first among ready steps
 
@@ -146,6 +147,7 @@ MODULE = "pipekit/module"
 PHASE = "pipekit/phase"
 ERROR = "pipekit/error"
 TRANSIENT = "pipekit/transient"
+SKIPPED = "pipekit/skipped"
 # partitioned modules (strategy window) and deletes:
 WINDOW_START = "pipekit/window_start"  # ISO text: the run's window [start, end)
 WINDOW_END = "pipekit/window_end"

@@ -20,6 +20,13 @@ into the pipekit run's window (``RunOptions.window``), so a range of 90 days is 
 over the whole window: one query, one merge. The materialization (one per partition) carries the
 window and its row count.
 
+A run a schedule, a sensor or declarative automation started that finds its module already
+running (another run holds the module's lock) is **skipped**, not failed: the step logs "skipped:
+already running" with the holder, the run gets the tag ``pipekit/skipped``, an observation of the
+asset says so, and nothing is materialized (the later phases and downstream modules of the run do
+not run). A run a person started (the UI, ``dagster job execute``, ``dg launch``) fails instead, with
+what to do: they asked for that run and must not take "success" for a run that did nothing.
+
 Retries: a module's ``retries`` becomes a ``dg.RetryPolicy`` on its phase ops, and a failure
 allows a retry only when it is transient (``PipekitFailure(allow_retries=transient)``). The
 failed attempt has been finished (its own run log row, lock released), so the retried op starts a
@@ -29,7 +36,7 @@ from the destination, so a retry never duplicates rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -123,6 +130,9 @@ def run_phase(
     except Exception as e:
         run.cancel.cancel(f"phase '{run.phase}' failed")
         result = run.finish(e)
+        if lock_conflict(e) is not None and automated(context.run.tags):
+            skip_already_running(context, asset_key, module, result.error or str(e))
+            return  # no output: nothing of this module runs in this run, the asset is not materialized
         if result.committed:  # the table has changed: the asset says so before the run fails
             for event in committed_materializations(asset_key, result, pipekit.engine().partition_spec(run.module)):
                 context.log_event(event)
@@ -134,6 +144,24 @@ def run_phase(
             for event in committed_materializations(asset_key, result, pipekit.engine().partition_spec(run.module)):
                 context.log_event(event)
         raise
+
+
+# Tags Dagster puts on the runs it starts by itself (schedules, sensors, declarative automation).
+_AUTOMATED_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/from_automation_condition_evaluation")
+
+
+def automated(tags: Mapping[str, str]) -> bool:
+    """Whether Dagster started this run by itself (a schedule, a sensor, automation), not a person."""
+    return any(t in tags for t in _AUTOMATED_TAGS)
+
+
+def skip_already_running(context: dg.OpExecutionContext, asset_key: dg.AssetKey, module: str, reason: str) -> None:
+    """Report an automated run that found ``module`` already running as skipped (tag, observation, log)."""
+    context.log.warning(f"[{module}] skipped: already running. {reason}")
+    context.instance.add_run_tags(context.run_id, {c.SKIPPED_TAG: "already running"})
+    partition = context.partition_key if context.has_partition_key else None
+    context.log_event(dg.AssetObservation(asset_key=asset_key, partition=partition,
+                                          metadata={c.SKIPPED: "already running", c.ERROR: reason}))
 
 
 def committed_materializations(asset_key: dg.AssetKey, result: RunResult, spec: PartitionSpec | None) -> list[dg.AssetMaterialization]:
