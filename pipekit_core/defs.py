@@ -114,7 +114,7 @@ def double_schedules(cat: Catalog, ticks: int = 400) -> list[str]:
             if both:
                 out.append(f"{mod.source_file}: module '{name}' is scheduled twice: its schedule '{mod.schedule}' and "
                            f"group '{g.name}''s '{g.schedule}' both fire at {both[0].isoformat()} (UTC); the second run "
-                           "finds the module locked and fails. Keep one of them")
+                           "finds the module already running and is skipped. Keep one of them")
     return out
 
 

@@ -264,7 +264,7 @@ def materialization_metadata(result: RunResult, spec: PartitionSpec | None = Non
     md[c.WATERMARKS] = dg.MetadataValue.json(result.watermarks or {})
     md[c.SOURCE_SQL] = dg.MetadataValue.md(sql_markdown(result.source_sql))
     md[c.MERGE_SQL] = dg.MetadataValue.md(sql_markdown(result.merge_sql))
-    md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    md[c.PHASE_TIMINGS] = dg.MetadataValue.text(result.timings())  # text: JSON keys are stored sorted
     md.update(window_metadata(result, spec))
     md.update(
         _without_none(
@@ -330,7 +330,7 @@ def dry_run_metadata(plan: Plan, result: RunResult, spec: PartitionSpec | None =
         )
     if result.run_id is not None:
         md[c.RUN_ID] = result.run_id
-    md[c.PHASE_TIMINGS] = dg.MetadataValue.json(dict(result.phase_timings))
+    md[c.PHASE_TIMINGS] = dg.MetadataValue.text(result.timings())  # text: JSON keys are stored sorted
     md.update(window_metadata(result, spec))
     return md
 
