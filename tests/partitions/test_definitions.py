@@ -47,7 +47,10 @@ WINDOW_Q = "query: SELECT id, d FROM o WHERE d >= '{window_start}' AND d < '{win
          "m.yaml:10: module 'm': field 'partitions.start': partitions start '2024-01-15' is not the start of a month in UTC "
          "(the month containing it starts at 2024-01-01)"),
         (f"strategy: window\npartitions: {{every: day, start: '2024-01-01', timezone: Mars/Olympus, column: d}}\n{WINDOW_Q}",
-         "field 'partitions.timezone': partitions timezone 'Mars/Olympus' is not a known time zone"),
+         "m.yaml:10: module 'm': field 'partitions.timezone': partitions timezone 'Mars/Olympus' is not a known time zone"),
+        # block style: the line of the key itself
+        (f"strategy: window\npartitions:\n  every: day\n  start: '2024-01-01'\n  timezone: Mars/Olympus\n  column: d\n{WINDOW_Q}",
+         "m.yaml:13: module 'm': field 'partitions.timezone': partitions timezone 'Mars/Olympus' is not a known time zone"),
         (f"strategy: window\npartitions: {{every: day, start: '2024-02-01', end: '2024-01-01', column: d}}\n{WINDOW_Q}",
          "field 'partitions.end': partitions end 2024-01-01 is not after start 2024-02-01"),
         ("strategy: window\npartitions: {every: day, start: '2024-01-01', column: d}\nquery: SELECT id, d FROM o",
@@ -56,11 +59,16 @@ WINDOW_Q = "query: SELECT id, d FROM o WHERE d >= '{window_start}' AND d < '{win
          "field 'strategy': a full refresh replaces every row, so it cannot be partitioned"),
         (WINDOW_Q, "field 'query': the query uses {window_start} but the module has no partitions:"),
         ("strategy: incremental\nmerge_key: [id]\nquery: SELECT 1\ndeletes: {mode: soft, keys_query: SELECT id FROM o}",
-         "field 'deletes.soft_column': required when mode is soft"),
+         "m.yaml:12: module 'm': field 'deletes.soft_column': required when mode is soft"),
+        ("strategy: incremental\nmerge_key: [id]\nquery: SELECT 1\ndeletes:\n  mode: soft\n  keys_query: SELECT id FROM o",
+         "m.yaml:13: module 'm': field 'deletes.soft_column': required when mode is soft"),
         ("strategy: append\nquery: SELECT 1\ndeletes: {mode: hard, keys_query: SELECT id FROM o}",
          "field 'deletes': not for strategy append"),
         ("strategy: incremental\nmerge_key: [id]\nquery: SELECT 1\ndeletes: {mode: hard, keys_query: 'SELECT id FROM o WHERE x > {nope}'}",
-         "field 'deletes.keys_query': the keys query uses {nope} but the module has no watermark named 'nope'"),
+         "m.yaml:12: module 'm': field 'deletes.keys_query': the keys query uses {nope} but the module has no watermark named 'nope'"),
+        ("strategy: incremental\nmerge_key: [id]\nquery: SELECT 1\ndeletes:\n  mode: hard\n"
+         "  keys_query: 'SELECT id FROM o WHERE x > {nope}'",
+         "m.yaml:14: module 'm': field 'deletes.keys_query': the keys query uses {nope} but the module has no watermark named 'nope'"),
         (f"strategy: window\nmerge_key: [id]\npartitions: {{every: day, start: '2024-01-01', column: d}}\n{WINDOW_Q}\n"
          "deletes: {mode: soft, keys_query: SELECT id FROM o, soft_column: gone}",
          "strategy window replaces the window's rows, so rows deleted in the source are already gone"),

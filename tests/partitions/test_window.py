@@ -51,18 +51,47 @@ def test_a_three_month_window_is_one_run_and_a_rerun_replaces_only_its_window(
     assert p.dst.rows("SELECT count(*) FROM m_t") == [(910,)]
 
 
-def test_staged_rows_outside_the_window_fail_the_run_before_the_merge(tmp_path: Path, pg_db: str) -> None:
-    p = project(tmp_path, pg_db, "postgresql", "postgresql")
+@pytest.mark.parametrize("dst_kind", ["postgresql", "sqlite"])
+def test_staged_rows_outside_the_window_fail_the_run_before_the_merge(dst_kind: str, tmp_path: Path, pg_db: str) -> None:
+    p = project(tmp_path, pg_db, "postgresql", dst_kind)
     # A wrong query: it names the window but selects a whole month.
     p.write(window_module(query="SELECT id, d, amt FROM orders WHERE d >= date_trunc('month', '{window_start}'::date) "
                                 "AND d < '{window_end}'"))
     assert p.run("run", "m", "--window", "2024-01-01..2024-02-01").returncode == 0
     before = p.dst.rows("SELECT * FROM m_t ORDER BY id")
+    assert len(before) == 310
     r = p.run("run", "m", "--partition", "2024-01-20")
     assert r.returncode == 1
     assert "190 staged row(s) have d outside the window [2024-01-20, 2024-01-21)" in r.stderr
     assert "'2024-01-01'" in r.stderr and "The destination was not touched" in r.stderr
     assert p.dst.rows("SELECT * FROM m_t ORDER BY id") == before
+    assert p.history("m")[-1]["status"] != "success"
+
+
+@pytest.mark.parametrize(("src_kind", "dst_kind"), KINDS)
+def test_a_staged_null_in_the_partition_column_fails_the_run_before_the_merge(
+    src_kind: str, dst_kind: str, tmp_path: Path, pg_db: str
+) -> None:
+    """A NULL lies in no window: a query that lets one through (``OR d IS NULL``) would otherwise
+    delete the window's rows and insert a row no window ever replaces."""
+    p = project(tmp_path, pg_db, src_kind, dst_kind)
+    p.write(window_module())
+    assert p.run("run", "m", "--window", "2024-01-01..2024-01-11").returncode == 0
+    before = p.dst.rows("SELECT * FROM m_t ORDER BY id")
+    assert len(before) == 100
+    p.src.exec("INSERT INTO orders VALUES (9000, NULL, 1)", "UPDATE orders SET amt = -5 WHERE d = '2024-01-05'")
+    p.write(window_module(query="SELECT id, d, amt FROM orders WHERE (d >= '{window_start}' AND d < '{window_end}') "
+                                "OR d IS NULL"))
+    r = p.run("run", "m", "--partition", "2024-01-05")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "1 staged row(s) have d outside the window [2024-01-05, 2024-01-06) (e.g. NULL)" in r.stderr
+    assert "The destination was not touched" in r.stderr
+    assert p.dst.rows("SELECT * FROM m_t ORDER BY id") == before
+    assert p.dst.rows("SELECT count(*) FROM m_t WHERE d IS NULL") == [(0,)]
+    # without the NULL row the same window merges
+    p.write(window_module())
+    assert p.run("run", "m", "--partition", "2024-01-05").returncode == 0
+    assert p.dst.rows("SELECT count(*) FROM m_t WHERE amt = -5") == [(10,)]
 
 
 @pytest.mark.parametrize("dst_kind", ["postgresql", "sqlite"])
@@ -229,3 +258,25 @@ def test_text_dates_under_a_timestamp_window_are_refused_not_loaded_short(tmp_pa
     r = p.run("run", "m", "--window", "2024-01-01..2024-01-04")
     assert r.returncode == 0, r.stderr
     assert p.dst.rows("SELECT count(*), min(d) FROM m_t") == [(30, "2024-01-01")]
+
+
+def test_a_window_past_the_partitions_end_is_refused(tmp_path: Path, pg_db: str) -> None:
+    p = project(tmp_path, pg_db, "postgresql", "postgresql")
+    p.write(window_module(partitions="{every: day, start: '2024-01-01', end: '2024-02-01', column: d}"))
+    r = p.run("run", "m", "--window", "2024-01-20..2024-02-05")
+    assert r.returncode == 1
+    assert "module 'm': window 2024-01-20..2024-02-05 ends after the partitions' end 2024-02-01" in r.stderr
+    r = p.run("run", "m", "--partition", "2024-02-01")  # the end is exclusive: its day is no partition
+    assert r.returncode == 1 and "ends after the partitions' end 2024-02-01" in r.stderr
+    r = p.run("plan", "m", "--window", "2024-01-01..2024-03-01")
+    assert r.returncode == 1 and "ends after the partitions' end 2024-02-01" in r.stderr
+    assert p.history("m") == []  # refused before anything ran
+    assert p.dst.rows("SELECT to_regclass('m_t')") == [(None,)]
+    # up to the end is fine, and a run without a window takes the last partition before the end
+    r = p.run("run", "m", "--window", "2024-01-20..2024-02-01")
+    assert r.returncode == 0, r.stderr
+    assert p.dst.rows("SELECT count(*) FROM m_t") == [(120,)]
+    r = p.run("run", "m")
+    assert r.returncode == 0, r.stderr
+    assert "window [2024-01-31 00:00:00+00:00, 2024-02-01 00:00:00+00:00)" in r.stdout
+    assert p.history("m")[-1]["window_row_count"] == 10

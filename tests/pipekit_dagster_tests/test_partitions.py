@@ -150,6 +150,23 @@ def test_partitioned_assets_jobs_and_a_mixed_group_load(blank: PipekitEnv) -> No
         assert "Not in this job: the partitioned module(s) m, h" in (job.description or "")
 
 
+def test_partitions_with_an_end_are_dagster_partitions_with_that_end(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    _setup(blank, DAILY.replace("start: '2024-01-01'", "start: '2024-01-01', end: '2024-02-01'"))
+    defs = build_definitions()
+    m = _asset(defs, "m")
+    spec = _spec("m")
+    assert spec.end_key == "2024-02-01"
+    assert m.partitions_def == dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01",
+                                                           timezone=spec.timezone)
+    assert m.partitions_def != dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone=spec.timezone)
+    keys = m.partitions_def.get_partition_keys()
+    assert keys[0] == "2024-01-01" and keys[-1] == "2024-01-31" and len(keys) == 31  # the end is exclusive
+    assert defs.resolve_job_def("m_job").partitions_def == m.partitions_def
+    result = defs.resolve_job_def("m_job").execute_in_process(instance=instance, partition_key="2024-01-31")
+    assert result.success
+    assert materializations(result)["m"][c.WINDOW_END].startswith("2024-02-01T00:00:00")
+
+
 def test_a_group_of_modules_with_the_same_partitions_is_a_partitioned_job(blank: PipekitEnv) -> None:
     _setup(blank, DAILY + DAILY.replace("name: m", "name: m2").replace("m_t", "m2_t"), "groups:\n  g: {modules: [m, m2]}\n")
     defs = build_definitions()
@@ -256,6 +273,8 @@ def test_schedules_ask_for_the_latest_complete_partition(blank: PipekitEnv, inst
     at = dt.datetime(2024, 5, 2, 2, 30, tzinfo=daily.tz)
     [req] = _tick(defs, instance, "m_schedule", at).run_requests
     assert req.partition_key == "2024-05-01" == daily.key(daily.latest(at).start)
+    # build_schedule_from_partitioned_job's request: run_key = the partition (once per partition)
+    assert req.run_key == "2024-05-01"
     assert sched.job_name == "m_job" and "latest complete partition" in (sched.description or "")
 
     # every 20 minutes is no hourly cadence: a schedule on that cron, each tick the latest complete hour
@@ -264,6 +283,7 @@ def test_schedules_ask_for_the_latest_complete_partition(blank: PipekitEnv, inst
     at = dt.datetime(2024, 5, 2, 10, 40, tzinfo=hourly.tz)
     [req] = _tick(defs, instance, "h_schedule", at).run_requests
     assert req.partition_key == "2024-05-02-09:00" == hourly.key(hourly.latest(at).start)
+    assert req.run_key is None  # each tick reruns the latest hour: no run key to make Dagster skip the next ones
     early = _tick(defs, instance, "h_schedule", dt.datetime(2023, 12, 31, 23, 40, tzinfo=hourly.tz))
     assert not early.run_requests and "no complete partition yet" in (early.skip_message or "")
 
@@ -477,6 +497,35 @@ def test_deletes_counts_are_materialization_metadata(blank: PipekitEnv, instance
     md = materializations(job.execute_in_process(instance=instance))["inc"]
     assert md[c.ROWS_SOURCE_DELETED] == 2 and md[c.ROW_COUNT] == 18
     assert _dw(blank, "SELECT count(*) FROM inc_t WHERE id IN (3, 4)") == [(0,)]
+
+
+def test_soft_deletes_counts_are_materialization_metadata(blank: PipekitEnv, instance: dg.DagsterInstance) -> None:
+    # the query leaves out negative amounts; the keys query does not: a key can be present without its row staged
+    src = _setup(blank, """
+  - name: inc
+    source: src
+    dest: dw
+    dest_table: inc_t
+    strategy: incremental
+    merge_key: [id]
+    query: SELECT id, d, amt FROM orders WHERE id <= 20 AND amt >= 0
+    deletes: {mode: soft, keys_query: SELECT id FROM orders WHERE id <= 20, soft_column: deleted_at}
+""")
+    job = build_definitions().resolve_job_def("inc_job")
+    first = materializations(job.execute_in_process(instance=instance))["inc"]
+    assert first[c.ROWS_SOFT_DELETED] == 0 and first[c.ROWS_UNDELETED] == 0
+    assert c.ROWS_SOURCE_DELETED not in first  # soft: nothing is deleted
+    _src_execute(src, "DELETE FROM orders WHERE id IN (3, 4)")
+    md = materializations(job.execute_in_process(instance=instance))["inc"]
+    assert md[c.ROWS_SOFT_DELETED] == 2 and md[c.ROWS_UNDELETED] == 0 and c.ROWS_SOURCE_DELETED not in md
+    assert md[c.ROW_COUNT] == 20  # the marked rows stay
+    assert _dw(blank, "SELECT id FROM inc_t WHERE deleted_at IS NOT NULL ORDER BY id") == [(3,), (4,)]
+    _src_execute(src, "INSERT INTO orders VALUES (3, '2024-01-01', -1)")  # key 3 is back (its row is not staged)
+    md = materializations(job.execute_in_process(instance=instance))["inc"]
+    assert md[c.ROWS_SOFT_DELETED] == 0 and md[c.ROWS_UNDELETED] == 1
+    assert _dw(blank, "SELECT id FROM inc_t WHERE deleted_at IS NOT NULL") == [(4,)]
+    runs = sorted(blank.repo().history("inc"), key=lambda r: r["id"])
+    assert [(r["rows_soft_deleted"], r["rows_undeleted"]) for r in runs] == [(0, 0), (2, 0), (0, 1)]
 
 
 def test_partitions_that_do_not_resolve_in_the_timezone_setting_are_a_definition_problem(blank: PipekitEnv) -> None:
