@@ -16,20 +16,37 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from pipekit_core.config import load_settings
 from pipekit_core.errors import PipekitError, lock_conflict
 from pipekit_core.secrets import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@functools.cache
+def _console(stderr: bool) -> Any:
+    """rich's console, imported on first use: only a terminal gets rich output, and a piped or
+    scheduled ``pipekit run`` should not pay for importing it."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_console(self._stderr), name)
+
+
+out: Any = _LazyConsole(stderr=False)
+err: Any = _LazyConsole(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {redact(message)}", markup=True) if err.is_terminal else print(
+    err.print(f"[red]error:[/red] {redact(message)}", markup=True) if sys.stderr.isatty() else print(
         f"error: {redact(message)}", file=sys.stderr
     )
     sys.exit(code)
@@ -70,6 +87,8 @@ def handle_errors(fn: F) -> F:
 def show_table(headers: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal; plain aligned columns (never truncated) when piped."""
     if sys.stdout.isatty():
+        from rich.table import Table
+
         t = Table(*headers)
         for r in rows:
             t.add_row(*r)
