@@ -1,6 +1,6 @@
 """The asset factory: one graph-backed asset per enabled module, one op per phase.
 
-    [<m>_ready] -> <m>_resolve -> <m>_stage -> <m>_merge -> <m>_hooks  ==> asset <m>
+    [ready] -> resolve -> stage -> merge -> hooks  ==> asset <m>   (step keys <m>.resolve, ...)
 
 Every op output is ``Nothing`` and optional (``Out(Nothing, is_required=False)``): nothing
 passes through an IO manager (the ModuleRun lives in the ``pipekit`` resource), and an op that
@@ -9,7 +9,8 @@ records an ``AssetObservation`` and yields nothing, so stage/merge/hooks are ski
 is not materialized.
 
 Upstream assets (a module's ``deps`` and, in a group with ``stop_on_failure: true``, the member
-before it) are graph inputs fanned in to ``<m>_resolve`` together with ``<m>_ready``, a no-op.
+before it) are graph inputs fanned in to ``resolve`` together with ``ready``, a no-op (only modules with
+upstream assets have it: it is what lets resolve run when no upstream module is in the run).
 Dagster skips a fanned-in step only when *all* its sources are missing, and abandons it when any
 upstream step failed: so a module waits for its upstream modules, does not run after one of
 them failed, and is still planned in a dry run of the whole group (the upstream asset was only
@@ -23,8 +24,8 @@ when no dep links them (``stop_on_failure: false``). The stage op is in the pool
 pool, so an instance caps concurrent extracts per source and concurrent merges per destination.
 
 The op definitions are shared by every module (``pipekit_resolve``, ``pipekit_stage_<pool>``,
-...): a module's graph invokes them under its own node names (``<m>_<phase>``, hence step keys
-``<m>.<m>_<phase>``) with its own tags and retry policy, and an op reads its module from the
+...): a module's graph invokes them under the phase's name (step keys ``<m>.<phase>``: each
+module's graph is its own namespace) with its own tags and retry policy, and an op reads its module from the
 node's ``pipekit/module`` tag at run time. Building the assets reads the definitions only: no
 database, no subprocess.
 """
@@ -82,7 +83,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming =
 
     The graph is built directly, without a composition function, from op definitions that every
     module shares (:func:`_phase_op`, :func:`_ready_op`): each node is an invocation aliased
-    ``<m>_<phase>`` that carries the module's tags and retry policy, so a module adds no op
+    ``<phase>`` (step key ``<m>.<phase>``) that carries the module's tags and retry policy, so a module adds no op
     definition of its own and loading 1,000 modules stays cheap.
 
     A partitioned asset (``spec.partitions_def``, from the module's ``partitions:``) gets a
@@ -101,21 +102,21 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming =
 
     def add(op_def: dg.OpDefinition, phase: str, deps: Mapping[str, Any], node_tags: Mapping[str, str]) -> None:
         node_defs.append(op_def)
-        invocation = dg.NodeInvocation(op_def.name, alias=f"{name}_{phase}", tags=node_tags, retry_policy=retry)
+        invocation = dg.NodeInvocation(op_def.name, alias=phase, tags=node_tags, retry_policy=retry)
         dependencies[invocation] = deps
 
     def after(phase: str) -> dict[str, dg.DependencyDefinition]:
-        return {"after": dg.DependencyDefinition(f"{name}_{phase}", "result")}
+        return {"after": dg.DependencyDefinition(phase, "result")}
 
     input_mappings: list[dg.InputMapping] = []
     if upstream:
         node_defs.append(_ready_op())
-        dependencies[dg.NodeInvocation(_ready_op().name, alias=f"{name}_ready", tags=tags)] = {}
-        fan_in: list[Any] = [dg.DependencyDefinition(f"{name}_ready", "result"), *[MappedInputPlaceholder] * len(upstream)]
+        dependencies[dg.NodeInvocation(_ready_op().name, alias="ready", tags=tags)] = {}
+        fan_in: list[Any] = [dg.DependencyDefinition("ready", "result"), *[MappedInputPlaceholder] * len(upstream)]
         add(_phase_op("resolve", None, takes_after=True, naming=naming), "resolve", {"after": dg.MultiDependencyDefinition(fan_in)},
             {**tags, c.PHASE_TAG: "resolve"})
         input_mappings = [
-            dg.InputMapping(graph_input_name=i, mapped_node_name=f"{name}_resolve", mapped_node_input_name="after",
+            dg.InputMapping(graph_input_name=i, mapped_node_name="resolve", mapped_node_input_name="after",
                             fan_in_index=n)
             for n, i in enumerate(upstream, start=1)
         ]
@@ -130,7 +131,7 @@ def module_asset(data: PipekitModuleData, spec: dg.AssetSpec, naming: c.Naming =
         dependencies=dependencies,
         input_mappings=input_mappings,
         output_mappings=[
-            dg.OutputMapping(graph_output_name="result", mapped_node_name=f"{name}_hooks", mapped_node_output_name="result")
+            dg.OutputMapping(graph_output_name="result", mapped_node_name="hooks", mapped_node_output_name="result")
         ],
     )
     # what AssetsDefinition.from_graph(...).map_asset_specs(lambda _: spec) builds, in one step

@@ -3,10 +3,10 @@
 A module's ops share one :class:`~pipekit_core.engine.ModuleRun` held by the ``pipekit``
 resource (see :mod:`pipekit_dagster.resources`):
 
-    <m>_resolve: start() (lock, run log) + resolve()     dry run: AssetObservation, finish(), no output
-    <m>_stage:   stage()
-    <m>_merge:   merge()
-    <m>_hooks:   run_hooks() + finish() -> the asset's materialization with its metadata
+    <m>.resolve: start() (lock, run log) + resolve()     dry run: AssetObservation, finish(), no output
+    <m>.stage:   stage()
+    <m>.merge:   merge()
+    <m>.hooks:   run_hooks() + finish() -> the asset's materialization with its metadata
 
 Any failure, including an interrupt (terminating a run raises ``DagsterExecutionInterruptedError``
 inside the running op), is handled in the op: the transport is cancelled, ``finish(exc)`` runs the
@@ -69,7 +69,7 @@ def run_phase(
     restart = phase == "resolve" or run is None or run.finished
     if restart and phase != "resolve" and run is None and context.retry_number == 0:
         raise PipekitFailure(
-            description=f"module '{module}': phase '{phase}' found no run started by '{module}_resolve' in this "
+            description=f"module '{module}': phase '{phase}' found no run started by step '{module}.resolve' in this "
             "process; pipekit assets need the in-process executor (Definitions(executor=dg.in_process_executor))",
             allow_retries=False,
         )

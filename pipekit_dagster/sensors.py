@@ -195,15 +195,12 @@ class ModuleFailure:
 
 
 def module_failures(context: dg.RunFailureSensorContext) -> list[ModuleFailure]:
-    """The failed pipekit steps of the run, one per module (step keys ``<m>.<m>_<phase>``)."""
+    """The failed pipekit steps of the run, one per module (step keys ``<m>.<phase>``)."""
     out: dict[str, ModuleFailure] = {}
     run_id = context.dagster_run.run_id
     for event in context.get_step_failure_events():
         step = event.step_key or ""
-        graph, _, op = step.partition(".")
-        if not op.startswith(graph + "_"):
-            continue
-        phase = op[len(graph) + 1 :]
+        graph, _, phase = step.partition(".")
         if phase not in c.PHASES:
             continue
         data = event.step_failure_data

@@ -48,9 +48,9 @@ def test_group_stops_at_the_first_failure(blank: PipekitEnv, instance: dg.Dagste
     failures = _failure_descriptions(result)
     # b is a full refresh: its rows are copied straight into the table in the merge step (single
     # write); the failure is still pipekit's phase 'stage' (the copy), as the run log says
-    assert list(failures) == ["b.b_merge"]
-    assert "module 'b' failed in phase 'stage'" in failures["b.b_merge"] and "integer overflow" in failures["b.b_merge"]
-    assert not [s for s in step_events(result, "STEP_START") if s.startswith("c.c_") and s != "c.c_ready"]  # c never ran
+    assert list(failures) == ["b.merge"]
+    assert "module 'b' failed in phase 'stage'" in failures["b.merge"] and "integer overflow" in failures["b.merge"]
+    assert not [s for s in step_events(result, "STEP_START") if s.startswith("c.c_") and s != "c.ready"]  # c never ran
 
     repo = blank.repo()
     runs = {r["module"]: r for r in repo.history()}
@@ -71,7 +71,7 @@ def test_group_with_stop_on_failure_false_runs_the_rest(blank: PipekitEnv, insta
     assert not result.success
     assert set(materializations(result)) == {"a", "c"}
     started = step_events(result, "STEP_START")
-    firsts = [started.index(f"{m}.{m}_resolve") for m in "abc"]
+    firsts = [started.index(f"{m}.resolve") for m in "abc"]
     assert firsts == sorted(firsts)  # still in the group's order
     statuses = {r["module"]: r["status"] for r in blank.repo().history()}
     assert statuses == {"a": "success", "b": "error", "c": "success"}
@@ -91,9 +91,9 @@ def test_failure_in_the_merge_op_leaves_the_destination_untouched(
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     failures = _failure_descriptions(result)
-    assert list(failures) == ["orders.orders_merge"]
-    assert "failpoint before_merge_commit" in failures["orders.orders_merge"]
-    assert "orders.orders_hooks" in step_events(result, "STEP_SKIPPED") or "orders.orders_hooks" not in step_events(result, "STEP_START")
+    assert list(failures) == ["orders.merge"]
+    assert "failpoint before_merge_commit" in failures["orders.merge"]
+    assert "orders.hooks" in step_events(result, "STEP_SKIPPED") or "orders.hooks" not in step_events(result, "STEP_START")
 
     assert demo.dw_query("SELECT * FROM orders ORDER BY id") == before  # rolled back
     assert not [t for t in demo.dw_tables() if "staging" in t]
@@ -132,7 +132,7 @@ def test_transient_failures_are_retried_and_terminal_ones_are_not(blank: Pipekit
     defs = build_definitions()
     result = defs.resolve_job_def("flaky_job").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
-    assert step_events(result, "STEP_UP_FOR_RETRY") == ["flaky.flaky_resolve"] * 2
+    assert step_events(result, "STEP_UP_FOR_RETRY") == ["flaky.resolve"] * 2
     runs = blank.repo().history("flaky")
     assert [r["status"] for r in runs] == ["error"] * 3  # one run log row per attempt
     assert all("cannot connect" in (r["error"] or "") for r in runs)

@@ -197,8 +197,8 @@ def test_materializing_follows_the_automatic_deps(blank: PipekitEnv, instance: d
                             resources={"pipekit": PipekitResource(), "pipekit_run": PipekitRunOptions()})
     assert result.success
     started = step_events(result, "STEP_START")
-    first_reader = started.index("customer_orders.customer_orders_resolve")
-    assert started.index("orders.orders_hooks") < first_reader and started.index("customers.customers_hooks") < first_reader
+    first_reader = started.index("customer_orders.resolve")
+    assert started.index("orders.hooks") < first_reader and started.index("customers.hooks") < first_reader
     assert blank.dw_query("SELECT count(*) FROM customer_orders") == blank.dw_query("SELECT count(*) FROM orders")
     event = instance.get_latest_materialization_event(K("customer_orders"))
     assert event is not None and event.asset_materialization.metadata["dagster/row_count"].value == blank.dw_query(

@@ -59,7 +59,7 @@ def test_materialize_reports_metadata_and_writes_rows(demo: PipekitEnv, instance
 
     # steps ran in dependency order, in one process
     started = step_events(result, "STEP_START")
-    assert started.index("customers.customers_hooks") < started.index("orders.orders_resolve")
+    assert started.index("customers.hooks") < started.index("orders.resolve")
 
 
 def test_dry_run_observes_the_plan_and_writes_nothing(demo: PipekitEnv, instance: dg.DagsterInstance) -> None:
@@ -77,7 +77,7 @@ def test_dry_run_observes_the_plan_and_writes_nothing(demo: PipekitEnv, instance
     assert not {"customers", "orders", "order_events", "order_totals"} & demo.dw_tables()
     assert not [t for t in demo.dw_tables() if "staging" in t]
     skipped = step_events(result, "STEP_SKIPPED")
-    assert "orders.orders_stage" in skipped and "orders.orders_hooks" in skipped
+    assert "orders.stage" in skipped and "orders.hooks" in skipped
     statuses = {r["module"]: r["status"] for r in demo.repo().history()}
     assert statuses == {"customers": "dry_run", "orders": "dry_run", "order_events": "dry_run"}
 

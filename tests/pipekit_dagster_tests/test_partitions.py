@@ -240,7 +240,7 @@ def test_a_run_of_a_partitioned_module_without_a_partition_fails_clearly(blank: 
     result = defs.resolve_job_def("m_job").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert failure.step_key == "m.m_resolve"
+    assert failure.step_key == "m.resolve"
     text = failure.step_failure_data.user_failure_data.description
     assert text.startswith("module 'm' is partitioned (every day from 2024-01-01)")
     assert "--partition" in text and "module 'm': module 'm'" not in text

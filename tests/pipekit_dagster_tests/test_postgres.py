@@ -82,7 +82,7 @@ def test_pg_module_metadata_and_a_failed_merge(
         con.execute("UPDATE src.items SET name = 'changed', updated_at = updated_at + interval '1 year' WHERE id <= 100")
     monkeypatch.setenv("PIPEKIT_FAILPOINT", "before_merge_commit:raise")
     failed = job.execute_in_process(instance=instance, raise_on_error=False)
-    assert not failed.success and step_events(failed, "STEP_FAILURE") == ["items.items_merge"]
+    assert not failed.success and step_events(failed, "STEP_FAILURE") == ["items.merge"]
     assert _one(pg_db, CHECKSUM) == before  # rolled back: exactly as before the run
     assert _one(pg_db, "SELECT to_regclass('pipekit_staging.items') IS NULL") is True
     last = blank.repo().last_run("items")
@@ -119,7 +119,7 @@ def test_transient_failure_mid_stage_is_retried_from_resolve(
     killer.join(timeout=70)
     assert killed, "the stage connection was never seen"
     assert result.success
-    assert step_events(result, "STEP_UP_FOR_RETRY") == ["items.items_stage"]
+    assert step_events(result, "STEP_UP_FOR_RETRY") == ["items.stage"]
     md = materializations(result)["items"]
     assert md[c.ROW_COUNT] == ROWS
     runs = blank.repo().history("items")

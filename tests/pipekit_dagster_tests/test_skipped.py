@@ -52,7 +52,7 @@ def test_a_scheduled_run_of_a_module_already_running_is_skipped(blank: PipekitEn
     mats = set(materializations(result))
     assert "m" not in mats
     assert step_events(result, "STEP_FAILURE") == []
-    assert {"m.m_stage", "m.m_merge", "m.m_hooks"} <= set(step_events(result, "STEP_SKIPPED"))
+    assert {"m.stage", "m.merge", "m.hooks"} <= set(step_events(result, "STEP_SKIPPED"))
     logs = [e.message for e in instance.all_logs(result.run_id) if e.level >= 30]
     assert any("[m] skipped: already running" in (m or "") for m in logs), logs
     assert blank.repo().get_lock("m").owner.host == "elsewhere"  # type: ignore[union-attr]

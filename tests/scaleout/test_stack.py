@@ -113,11 +113,11 @@ def test_stage_and_merge_ops_are_in_source_and_destination_pools(
         graph = defs.resolve_job_def(f"{module}_job").graph.node_named(module).definition
         return {node.name: node.definition.pool for node in graph.nodes}  # type: ignore[attr-defined]
 
-    # a reads a table of erp (an upstream source asset, hence a_ready); b reads no table
-    assert pools("a") == {"a_ready": None, "a_resolve": None, "a_stage": "pipekit_src_erp",
-                          "a_merge": "pipekit_dest_dw", "a_hooks": None}
-    assert pools("b") == {"b_resolve": None, "b_stage": "pipekit_src_dw", "b_merge": "pipekit_dest_erp",
-                          "b_hooks": None}
+    # a reads a table of erp (an upstream source asset, hence ready); b reads no table
+    assert pools("a") == {"ready": None, "resolve": None, "stage": "pipekit_src_erp",
+                          "merge": "pipekit_dest_dw", "hooks": None}
+    assert pools("b") == {"resolve": None, "stage": "pipekit_src_dw", "merge": "pipekit_dest_erp",
+                          "hooks": None}
 
 
 # ----------------------------------------------------------------------------- the stack
