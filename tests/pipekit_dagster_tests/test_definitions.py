@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 from pipekit_core.config import load_settings
 from pipekit_dagster import PipekitModuleData, PipekitTranslator, build_definitions
 from pipekit_dagster import constants as c
+from tests.helpers import PIPEKIT
 from tests.pipekit_dagster_tests.conftest import IGNORE_DATA, REPO, PipekitEnv, materializations
 
 pytestmark = pytest.mark.dagster
@@ -157,3 +159,28 @@ groups:
     graph = build_definitions().resolve_asset_graph()
     assert {k for k in graph.get(dg.AssetKey("b")).parent_keys if not graph.get(k).is_external} == set()
     assert {k for k in graph.get(dg.AssetKey("c")).parent_keys if not graph.get(k).is_external} == {dg.AssetKey("a")}  # real deps stay
+
+
+def test_the_broken_file_asset_lists_every_problem_of_the_module(blank: PipekitEnv) -> None:
+    """A mistyped key, an unknown connection and a bad cron: all three, as `pipekit validate` says them."""
+    blank.write("bad.yaml", """
+        modules:
+          - name: m
+            source: nosuch
+            dest: dw
+            dest_table: m_t
+            query: SELECT 1 AS id
+            schedual: "0 * * * *"
+            schedule: "61 * * * *"
+        """)
+    validate = subprocess.run([PIPEKIT, "validate"], capture_output=True, text=True, env=blank.env(), timeout=120)
+    said = [line for line in (validate.stdout + validate.stderr).splitlines() if "bad.yaml" in line]
+    assert validate.returncode == 1 and len(said) >= 3, said
+    graph = build_definitions().resolve_asset_graph()
+    broken = graph.get(dg.AssetKey("pipekit_broken_bad"))
+    text = broken.description or ""
+    for problem in ("schedual", "nosuch", "61 * * * *"):
+        assert problem in text, (problem, text)
+        assert any(problem in line for line in said), (problem, said)
+    problems = broken.metadata[c.PROBLEMS].value  # type: ignore[union-attr]
+    assert all(p in problems for p in ("schedual", "nosuch", "61 * * * *")), problems
