@@ -40,7 +40,7 @@ from dagster.components.utils.translation import TranslationFn, TranslationFnRes
 from pipekit_dagster import constants as c
 from pipekit_dagster.resources import PipekitResource
 from pipekit_dagster.sensors import ModuleFailure
-from pipekit_dagster.translator import PipekitModuleData, PipekitTranslator
+from pipekit_dagster.translator import PipekitModuleData, PipekitSourceTable, PipekitTranslator
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -65,7 +65,12 @@ class PipekitComponentScaffolder(dg.Scaffolder):
         target = request.target_path
         ident = _ident(target.name)
         if request.scaffold_format == "python":
-            dg.scaffold_component(request, {})
+            # not dagster's own python stub (a load() whose body is `...`, which loads nothing):
+            # a component.py that returns a working instance on the module folder written below
+            module_path, _, class_name = request.type_name.rpartition(".")
+            (target / "component.py").write_text(
+                COMPONENT_PY_TEMPLATE.format(module=module_path or "pipekit_dagster", cls=class_name, name=ident)
+            )
         else:
             (target / "defs.yaml").write_text(DEFS_YAML_TEMPLATE.format(type=request.type_name, name=ident))
         module_defs = target / "module_defs"
@@ -114,9 +119,18 @@ class PipekitComponent(dg.Component, dg.Resolvable):
 
     # -- what a Python subclass may override --------------------------------------------------
     def get_asset_spec(self, data: PipekitModuleData) -> dg.AssetSpec:
-        """The asset spec of one module: :class:`PipekitTranslator`'s, then ``translation:``."""
-        spec = PipekitTranslator().get_asset_spec(data)
+        """The asset spec of one module: :class:`PipekitTranslator`'s (its deps on source tables are
+        the keys of :meth:`get_source_asset_spec`), then ``translation:``."""
+        spec = _ComponentTranslator(self).default_asset_spec(data)
         return self.translation(spec, data) if self.translation is not None else spec
+
+    def get_source_asset_spec(self, table: PipekitSourceTable) -> dg.AssetSpec:
+        """The external asset of a table the modules read and no module writes
+        (:meth:`PipekitTranslator.get_source_asset_spec`: key ``[name, connection, schema, table]``,
+        group ``pipekit_sources``). ``translation:`` does not apply here (it is per module: its
+        templates see ``module``); override this in a subclass, or use ``post_processing``. The
+        module assets' deps follow the key returned here; keep it a function of ``table`` alone."""
+        return PipekitTranslator().get_source_asset_spec(table)
 
     def notify_failures(self, failures: list[ModuleFailure]) -> None:
         """Called by the run-failure sensor with each failed run's module failures (default: nothing
@@ -132,10 +146,11 @@ class PipekitComponent(dg.Component, dg.Resolvable):
                     "by letters, digits and underscores (it prefixes job, schedule, sensor and resource names)"
                 )
             return c.Naming(self.name)
+        folder = _folder(context)
         try:
-            rel = context.path.resolve().relative_to(Path(context.defs_module_path).resolve()).as_posix()
+            rel = folder.resolve().relative_to(Path(context.defs_module_path).resolve()).as_posix()
         except ValueError:
-            rel = context.path.name
+            rel = folder.name
         return c.Naming(_ident(rel))
 
     def resource(self, context: dg.ComponentLoadContext) -> PipekitResource:
@@ -146,26 +161,30 @@ class PipekitComponent(dg.Component, dg.Resolvable):
                 return None
             if "://" in value:  # a postgresql:// repository URL
                 return value
-            return str((context.path / value).resolve())
+            return str((_folder(context) / value).resolve())
 
         return PipekitResource(defs=path(self.defs), database=path(self.database), config=path(self.config))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         build_definitions = _build_definitions()
         naming = self.naming(context)
-        return build_definitions(
-            self.resource(context),
+        resource = self.resource(context)
+        defs = build_definitions(
+            resource,
             _ComponentTranslator(self),
             schedule_status=dg.DefaultScheduleStatus(self.schedule_status.upper()),
             sensor_status=dg.DefaultSensorStatus(self.sensor_status.upper()),
             notify_failures=self.notify_failures,
             naming=naming,
         )
+        _claim_module_names(context, defs, resource.defs or "(PIPEKIT_DEFS)")
+        return defs
 
 
 class _ComponentTranslator(PipekitTranslator):
-    """The component's :meth:`PipekitComponent.get_asset_spec` as a translator (the source tables
-    its modules read are keyed under the instance's name: PipekitSourceTable.namespace)."""
+    """The component's :meth:`PipekitComponent.get_asset_spec` and
+    :meth:`PipekitComponent.get_source_asset_spec` as a translator (the source tables its modules
+    read are keyed under the instance's name by default: PipekitSourceTable.namespace)."""
 
     def __init__(self, component: "PipekitComponent") -> None:
         self.component = component
@@ -173,6 +192,78 @@ class _ComponentTranslator(PipekitTranslator):
     def get_asset_spec(self, data: PipekitModuleData) -> dg.AssetSpec:
         return self.component.get_asset_spec(data)
 
+    def default_asset_spec(self, data: PipekitModuleData) -> dg.AssetSpec:
+        """:class:`PipekitTranslator`'s spec, its source-table deps keyed by the component."""
+        return super().get_asset_spec(data)
+
+    def get_source_asset_spec(self, table: PipekitSourceTable) -> dg.AssetSpec:
+        return self.component.get_source_asset_spec(table)
+
+
+@dataclass(frozen=True)
+class _ModuleOwner:
+    place: str  # the instance's defs.yaml (or component.py)
+    folder: str  # its module definitions folder
+    file: str  # the module's YAML file
+    tree: object  # the component tree (one load of the code location) it was built in
+
+
+# Module name -> the instance that defines it, for every PipekitComponent instance built in this
+# process. Module names are the keys of pipekit's repository (locks, run log, watermarks) and the
+# names of the assets' graphs: two instances of one code location must not both define one. An
+# entry counts only for the component tree that made it (the tree is held, so its id is never
+# reused): the same instance building again, or a later load (a reload) in which a module moved
+# from one folder to another, is no clash.
+_MODULE_OWNERS: dict[str, _ModuleOwner] = {}
+
+
+def _claim_module_names(context: dg.ComponentLoadContext, defs: dg.Definitions, folder: str) -> None:
+    """Record the modules of this instance; raise naming both instances when another instance of
+    the same load already defines one of them."""
+    tree = context.component_tree
+    here = _instance_place(context)
+    for name in [n for n, o in _MODULE_OWNERS.items() if o.tree is not tree or o.place == here]:
+        del _MODULE_OWNERS[name]  # an older load's, or this instance's previous build's
+    mine = {name: _ModuleOwner(here, folder, file, tree) for name, file in _module_files(defs).items()}
+    for name, me in mine.items():
+        other = _MODULE_OWNERS.get(name)
+        if other is not None:
+            raise dg.DagsterInvalidDefinitionError(
+                f"pipekit module '{name}' is defined by two PipekitComponent instances of this code location: "
+                f"{other.place} (in {other.file if other.file != '?' else other.folder}) and {me.place} (in "
+                f"{me.file if me.file != '?' else me.folder}). Module names are the keys of pipekit's repository (locks, "
+                "run log, watermarks) and name the asset's graph and steps, so they must be unique in a code "
+                f"location: rename the module in one of the two folders (e.g. '{name}' -> '<system>_{name}', "
+                "with the deps and groups that list it); translation: key_prefix changes only the asset key."
+            )
+    _MODULE_OWNERS.update(mine)
+
+
+def _folder(context: dg.ComponentLoadContext) -> Path:
+    """The instance's folder: ``context.path`` for a defs.yaml, the folder of a component.py."""
+    path = Path(context.path)
+    return path.parent if path.suffix == ".py" else path
+
+
+def _instance_place(context: dg.ComponentLoadContext) -> str:
+    """Where an instance is declared: its defs.yaml (or component.py), else its folder."""
+    path = Path(context.path)
+    for decl in ("defs.yaml", "component.py"):
+        if path.is_dir() and (path / decl).exists():
+            return str(path / decl)
+    return str(path)
+
+
+def _module_files(defs: dg.Definitions) -> dict[str, str]:
+    """Module name -> its YAML file (or "?"), for the module assets of ``defs`` (graph-backed,
+    the graph named after the module)."""
+    out: dict[str, str] = {}
+    for asset in defs.assets or []:
+        if isinstance(asset, dg.AssetsDefinition) and isinstance(asset.node_def, dg.GraphDefinition):
+            spec = next(iter(asset.specs))
+            file = spec.metadata.get(c.DEFINITION_FILE)
+            out[asset.node_def.name] = str(getattr(file, "value", file) or "?")
+    return out
 
 
 def _build_definitions():  # noqa: ANN202 - returns pipekit_dagster.definitions.build_definitions
@@ -235,6 +326,31 @@ DEFS_YAML_TEMPLATE = textwrap.dedent(
           pipekit/instance: {name}
       # schedule_status: stopped
       # sensor_status: stopped
+    """
+)
+
+COMPONENT_PY_TEMPLATE = textwrap.dedent(
+    """\
+    \"\"\"A pipekit Component instance in Python (`dg scaffold defs ... --format python`): the modules of
+    module_defs/ (beside this file) as Dagster assets, with their jobs, schedules, sensors and checks.\"\"\"
+
+    import dagster as dg
+
+    from {module} import {cls}
+
+
+    @dg.component_instance
+    def load(context: dg.ComponentLoadContext) -> {cls}:
+        return {cls}(
+            # pipekit's module definitions (connections, modules, groups), relative to this folder
+            defs="module_defs",
+            # pipekit's repository: run log, locks (a SQLite file, or a postgresql:// URL)
+            database=str(context.project_root / "pipekit.db"),
+            # prefix of this instance's jobs, schedules, sensors, checks, pools and resource key
+            name="{name}",
+            # asset attributes per module: subclass {cls} and override get_asset_spec(data)
+            # (and get_source_asset_spec(table) for the source tables the queries read)
+        )
     """
 )
 

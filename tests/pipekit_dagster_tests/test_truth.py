@@ -4,6 +4,7 @@ loaded; `pipekit history` shows the Dagster run id."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 
 import dagster as dg
@@ -68,7 +69,11 @@ def test_a_run_says_when_its_yaml_changed_since_the_code_location_loaded(blank: 
     assert result.success
     run = blank.repo().last_run("m")
     assert run is not None and run["code_version"] != loaded
-    assert f"definition changed since the code location loaded (code_version {loaded} -> {run['code_version']})" in run["log"]
+    changed = f"definition changed since the code location loaded (code_version {loaded} -> {run['code_version']})"
+    assert changed in run["log"]
+    # ... and in the Dagster run's event log (read back from the instance), as a warning
+    warned = [e for e in instance.all_logs(result.run_id) if changed in (e.user_message or "")]
+    assert warned and all(e.level == logging.WARNING for e in warned)
     assert blank.dw_query("SELECT count(*) FROM m_t") == [(3,)]  # the YAML as it is now
     again = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance)  # reloaded
     assert again.success and "definition changed" not in (blank.repo().last_run("m") or {}).get("log", "")
@@ -133,7 +138,7 @@ def test_the_materialization_metadata_is_shown_once(blank: PipekitEnv, instance:
     _customers(blank)
     blank.write("m.yaml", HOOK_FAILS.replace("    hooks:\n      - {name: refresh report, sql: INSERT INTO no_such_table VALUES (1)}\n", ""))
     result = build_definitions().resolve_job_def("m_job").execute_in_process(instance=instance)
-    outputs = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == "m.m_hooks"]
+    outputs = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == "m.hooks"]
     assert len(outputs) == 1 and c.ROW_COUNT not in (outputs[0].event_specific_data.metadata or {})
     [mat] = result.get_asset_materialization_events()
     assert mat.materialization.metadata[c.ROW_COUNT].value == 5  # on the materialization, once
