@@ -135,3 +135,27 @@ def is_retryable(exc: BaseException) -> bool:
             transient = transient or is_transient_db_error(e)
         e = getattr(e, "cause", None) or getattr(e, "original", None) or e.__cause__
     return transient
+
+
+# Errors a program bug raises; a failure caused by one of these keeps its traceback wherever it is shown.
+_BUG_TYPES = (AssertionError, AttributeError, IndexError, KeyError, NameError, TypeError, UnboundLocalError)
+
+
+def is_expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure pipekit anticipates and explains in its message (a held lock, a
+    refused empty result, a database error such as a constraint violation, a bad definition), so
+    that its traceback tells the user nothing more; False for a bug somewhere (an AttributeError
+    inside a phase, ...), whose traceback is how it gets fixed."""
+    if not isinstance(exc, PipekitError):
+        return False
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, _BUG_TYPES):
+            return False
+        todo += [getattr(e, "cause", None), e.__cause__]
+    return True

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from pipekit_core.errors import is_retryable, lock_conflict
+from pipekit_core.errors import is_expected, is_retryable, lock_conflict
 from pipekit_dagster import constants as c
 from pipekit_dagster.resources import PipekitResource, PipekitRunOptions
 from pipekit_dagster.translator import sql_markdown
@@ -136,6 +136,10 @@ def run_phase(
         if result.committed:  # the table has changed: the asset says so before the run fails
             for event in committed_materializations(asset_key, result, pipekit.engine().partition_spec(run.module)):
                 context.log_event(event)
+        if is_expected(e):
+            # pipekit's description says it all (module, phase, what happened, what to do): no
+            # chained traceback of pipekit's internals under Dagster's own
+            raise failure(module, result, e) from None
         raise failure(module, result, e) from e
     except BaseException as e:  # interrupts: DagsterExecutionInterruptedError, KeyboardInterrupt
         run.cancel.cancel("the Dagster run was terminated")

@@ -70,3 +70,5 @@ def test_a_run_a_person_started_fails_while_the_module_is_already_running(blank:
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     text = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
     assert "is already running (pid 1 on host elsewhere)" in text and "materialize it again" in text
+    # an expected failure: pipekit's description, no chained traceback of pipekit's internals
+    assert failure.step_failure_data.error.cause is None  # type: ignore[union-attr]
