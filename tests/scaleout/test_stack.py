@@ -371,7 +371,7 @@ def test_code_server_webserver_and_daemon_on_postgres_run_six_modules_within_poo
                       "pipekit_src_erp2": ERP2_LIMIT, "pipekit_dest_dw": DEST_LIMIT}
 
     def loads(mods: list[str]) -> list[tuple[float, float]]:  # the modules' stage and merge steps
-        return [steps[m][f"{m}.{m}_{phase}"] for m in mods for phase in ("stage", "merge")]
+        return [steps[m][f"{m}.{phase}"] for m in mods for phase in ("stage", "merge")]
 
     # never more stage/merge steps on dw than its limit (reached: b1, a1 and a2 held at the gate together),
     # never two of erp2's modules at once
