@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pytest
@@ -211,3 +212,15 @@ def dagster_dev(root: Path, env: dict[str, str], port: int | None = None, argv: 
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+if TYPE_CHECKING:
+    from tests.pipekit_dagster_tests import dg_support
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> dg_support.Project:
+    """A temp copy of the example dg project with its demo data (tests/pipekit_dagster_tests/dg_support.py)."""
+    from tests.pipekit_dagster_tests import dg_support  # it imports this module
+
+    return dg_support.make_project(tmp_path)
