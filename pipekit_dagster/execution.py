@@ -23,8 +23,8 @@ window and its row count.
 A run a schedule, a sensor or declarative automation started that finds its module already
 running (another run holds the module's lock) is **skipped**, not failed: the step logs "skipped:
 already running" with the holder, the run gets the tag ``pipekit/skipped``, an observation of the
-asset says so, and nothing is materialized (the later phases and downstream modules of the run do
-not run). A run a person started (the UI, ``dagster job execute``, ``dg launch``) fails instead, with
+asset says so, and nothing of the module is materialized (its later phases are skipped; a
+downstream module of the run still runs, over the module's committed rows). A run a person started (the UI, ``dagster job execute``, ``dg launch``) fails instead, with
 what to do: they asked for that run and must not take "success" for a run that did nothing.
 
 Retries: a module's ``retries`` becomes a ``dg.RetryPolicy`` on its phase ops, and a failure
